@@ -1,0 +1,25 @@
+"""slimkit.compress: the torch side. Analysis, training, the compression methods and ``Family``.
+
+Every method takes a trained model and DataLoaders and returns a :class:`Family` of variants.
+"""
+
+from slimkit.runtime.errors import (
+    BudgetError,
+    ConfigError,
+    SlimkitError,
+    UnsupportedModelError,
+    VariantError,
+)
+
+from . import data, zoo
+from .cost import count_macs, count_params
+from .family import Family, Variant
+from .graph import analyze
+from .sortednet import SortedNet, SortedNetConfig, sortednet
+from .train import evaluate, fit
+
+__all__ = [
+    "Family", "Variant", "sortednet", "SortedNet", "SortedNetConfig",
+    "fit", "evaluate", "count_params", "count_macs", "analyze", "data", "zoo",
+    "SlimkitError", "ConfigError", "BudgetError", "VariantError", "UnsupportedModelError",
+]

@@ -1,0 +1,213 @@
+"""``Family`` and ``Variant``: what every compression method returns.
+
+A family is a list of variants ordered by MACs, cheapest first. Each variant is a standalone
+``nn.Module`` with its cost and metrics. ``Family.save`` writes a JSON recipe plus one safetensors file
+per variant (no pickled modules); ``Family.load`` rebuilds each module from the recipe (the method's
+``rebuild`` on the base model) and loads its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.runtime.budget import pick_by_budget
+from slimkit.runtime.errors import ConfigError, SlimkitError, VariantError
+
+from .cost import count_macs, count_params
+
+__all__ = ["Variant", "Family", "register_rebuilder"]
+
+FAMILY_FORMAT = "slimkit-family"
+FAMILY_VERSION = 1
+
+# method name -> rebuild(base_model, variant_config, example_input) -> nn.Module with the variant's shapes
+_REBUILDERS: dict[str, Callable[[nn.Module, dict, torch.Tensor], nn.Module]] = {}
+
+
+def register_rebuilder(method: str):
+    """Register how ``Family.load`` rebuilds a variant's module for ``method`` (decorator)."""
+
+    def deco(fn):
+        _REBUILDERS[method] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class Variant:
+    """One member of a family: a plain ``nn.Module`` plus its cost and quality."""
+
+    name: str
+    model: nn.Module
+    params: int
+    macs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def measure(cls, name: str, model: nn.Module, example_input: torch.Tensor, *,
+                metrics: dict[str, float] | None = None, config: dict[str, Any] | None = None) -> Variant:
+        """Build a variant, counting its parameters and MACs on ``example_input``."""
+        model.eval()
+        return cls(name, model, count_params(model), count_macs(model, example_input),
+                   dict(metrics or {}), dict(config or {}))
+
+    def __repr__(self) -> str:
+        m = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        return f"Variant({self.name!r}, params={self.params:,}, macs={self.macs:,}{', ' + m if m else ''})"
+
+
+class Family:
+    """Variants of one compressed model, cheapest first.
+
+    Args:
+        variants: the members; sorted here by (MACs, params).
+        method: the method that made them (``"sortednet"``, ...), used to rebuild them on load.
+        example_input: a tensor with the model's input shape and dtype (batch first).
+        task: ``"classification"`` or ``"regression"``.
+        source: ``{"params", "macs", "metrics"}`` of the uncompressed model.
+        base: how to rebuild the base model without the user's help (zoo name and kwargs), or None.
+    """
+
+    def __init__(self, variants: list[Variant], *, method: str, example_input: torch.Tensor,
+                 task: str = "classification", source: dict | None = None, base: dict | None = None):
+        if not variants:
+            raise ConfigError("a Family needs at least one variant, got none")
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"variant names must be unique, got {names}")
+        self.variants = sorted(variants, key=lambda v: (v.macs, v.params))
+        self.method = method
+        self.task = task
+        self.example_input = example_input.detach()[:1].clone()
+        self.source = dict(source or {})
+        self.base = base
+
+    # -- access -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.variants)
+
+    def __iter__(self) -> Iterator[Variant]:
+        return iter(self.variants)
+
+    def __getitem__(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise VariantError(f"no variant named {name!r}; this family has {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    @property
+    def largest(self) -> Variant:
+        return self.variants[-1]
+
+    @property
+    def smallest(self) -> Variant:
+        return self.variants[0]
+
+    def select(self, budget: float = 1.0, *, fallback: str | None = None) -> Variant:
+        """The largest variant whose MACs are at most ``budget`` x the largest variant's MACs.
+
+        Raises:
+            BudgetError: ``budget`` is not in (0, 1], or nothing fits and ``fallback`` is None.
+        """
+        i = pick_by_budget([v.macs for v in self.variants], budget, fallback=fallback, names=self.names)
+        return self.variants[i]
+
+    def summary(self) -> str:
+        """A plain-text table of the variants."""
+        keys = sorted({k for v in self.variants for k in v.metrics})
+        head = f"{'variant':<14}{'params':>12}{'MACs':>14}" + "".join(f"{k:>12}" for k in keys)
+        rows = [head]
+        for v in self.variants:
+            rows.append(f"{v.name:<14}{v.params:>12,}{v.macs:>14,}"
+                        + "".join(f"{v.metrics.get(k, float('nan')):>12.4f}" for k in keys))
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return f"Family(method={self.method!r}, variants={self.names})"
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``family.json`` and one ``<variant>.safetensors`` per variant, atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise ConfigError(f"{path} exists and is not empty; choose a new directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            recipe = {
+                "format": FAMILY_FORMAT, "version": FAMILY_VERSION, "method": self.method,
+                "task": self.task, "source": self.source, "base": self.base,
+                "example_input": {"shape": list(self.example_input.shape),
+                                  "dtype": str(self.example_input.dtype).removeprefix("torch.")},
+                "variants": [],
+            }
+            for v in self.variants:
+                state = {k: t.detach().contiguous() for k, t in v.model.state_dict().items()}
+                save_file(state, str(tmp / f"{v.name}.safetensors"))
+                recipe["variants"].append({"name": v.name, "params": v.params, "macs": v.macs,
+                                           "metrics": v.metrics, "config": v.config,
+                                           "weights": f"{v.name}.safetensors"})
+            (tmp / "family.json").write_text(json.dumps(recipe, indent=2))
+            if path.exists():
+                path.rmdir()
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> Family:
+        """Rebuild a saved family. ``model`` is the base model the family was made from; it may be
+        omitted when that model came from ``slimkit.compress.zoo``."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_file = path / "family.json"
+        if not meta_file.is_file():
+            raise SlimkitError(f"{path} is not a saved Family (no family.json); save one with Family.save")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FAMILY_FORMAT or meta.get("version") != FAMILY_VERSION:
+            raise SlimkitError(f"{meta_file} has format {meta.get('format')!r} version "
+                               f"{meta.get('version')!r}; this slimkit reads {FAMILY_FORMAT} v{FAMILY_VERSION}")
+        if model is None:
+            if not meta.get("base"):
+                raise ConfigError(f"{path} was made from a user model: pass it as Family.load(path, model=...)")
+            from .zoo import build
+
+            model = build(meta["base"]["name"], **meta["base"].get("kwargs", {}))
+        method = meta["method"]
+        if method not in _REBUILDERS:
+            import importlib
+
+            importlib.import_module(f"slimkit.compress.{method}")  # registers its rebuilder
+        rebuild = _REBUILDERS[method]
+        spec = meta["example_input"]
+        example = torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"]))
+        variants = []
+        for rec in meta["variants"]:
+            module = rebuild(model, rec["config"], example)
+            module.load_state_dict(load_file(str(path / rec["weights"])))
+            module.eval()
+            variants.append(Variant(rec["name"], module, rec["params"], rec["macs"],
+                                    rec["metrics"], rec["config"]))
+        return cls(variants, method=method, example_input=example, task=meta["task"],
+                   source=meta["source"], base=meta["base"])

@@ -1,0 +1,312 @@
+"""Graph analysis of arbitrary ``nn.Module``s: coupled channel groups and stacks of identical blocks.
+
+Channel coupling comes from torch-pruning's ``DependencyGraph`` (Fang et al., "DepGraph: Towards Any
+Structural Pruning", CVPR 2023), which traces the autograd graph and ties together every dimension that
+must shrink together: residual adds, BatchNorm, depthwise convs, concatenations, and the q/k/v/out
+projections around an attention kernel. We use it rather than our own tracer because it is maintained,
+handles far more layer types than a hand-written table, and prunes every coupled tensor consistently.
+
+On top of it this module adds what nested (SortedNet) and RL (N2N) compression need:
+
+* which groups may shrink: not the model's output, not groups tied to a LayerNorm/GroupNorm/Embedding
+  (shrinking those changes normalisation statistics, so a slice is not the same network), not recurrent
+  layers; attention groups shrink by whole heads;
+* stacks of identical, shape-preserving blocks that a depth dimension may cut from the tail;
+* :func:`shrink`, which builds a physically smaller copy *and* the exact map from each of its tensors
+  to the indices of the full model's tensor, so a sub-network can run on slices of shared weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from slimkit.runtime.errors import UnsupportedModelError
+
+__all__ = ["ChannelGroup", "BlockStack", "Analysis", "analyze", "shrink", "Skip", "IndexMap", "take"]
+
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+_FROZEN_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention,
+                 nn.modules.conv._ConvTransposeNd)
+_HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head")
+
+# per parameter/buffer name: one entry per dim, either an int n (keep the prefix [:n]) or a LongTensor
+IndexMap = dict[str, list]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must shrink together. ``unit`` > 1 for attention groups (one head)."""
+
+    root: str                 # module whose output channels index the group
+    size: int                 # channels in the full model
+    unit: int                 # granularity: head_dim for attention, else 1
+    members: tuple[str, ...]  # modules touched when the group shrinks
+    sources: tuple[str, ...]  # conv/linear members whose *output* channels are the group
+
+    @property
+    def kind(self) -> str:
+        return "heads" if self.unit > 1 else "channels"
+
+    def keep(self, fraction: float, round_to: int = 8) -> int:
+        """Channels kept at width ``fraction``: whole heads, else a multiple of ``round_to``."""
+        if self.unit > 1:
+            heads = self.size // self.unit
+            return max(1, round(fraction * heads)) * self.unit
+        step = round_to if self.size >= 2 * round_to else 1
+        return min(self.size, max(step, step * round(fraction * self.size / step)))
+
+
+@dataclass(frozen=True)
+class BlockStack:
+    """Consecutive identical, shape-preserving children of a Sequential/ModuleList."""
+
+    container: str
+    indices: tuple[int, ...]
+
+    def keep(self, fraction: float) -> int:
+        return max(1, math.ceil(fraction * len(self.indices) - 1e-9))
+
+
+@dataclass
+class Analysis:
+    groups: list[ChannelGroup]
+    stacks: list[BlockStack]
+    frozen: list[tuple[str, str]] = field(default_factory=list)  # (root, reason) of groups kept full
+    output_layers: tuple[str, ...] = ()
+
+
+class Skip(nn.Module):
+    """Stands in for a removed block: returns its first input unchanged."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def _get(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name) if name else model
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(_get(model, parent), leaf, module)
+
+
+def _run(model: nn.Module, example_input: torch.Tensor):
+    with torch.no_grad():
+        return model(example_input)
+
+
+def _execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(names[mod]))
+             for m in model.modules() if isinstance(m, _ROOT_TYPES)]
+    try:
+        out = _run(model, example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not isinstance(out, torch.Tensor):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} returns {type(out).__name__}; slimkit needs a model whose forward "
+            "returns one tensor (wrap it so that it does)")
+    return order
+
+
+def _output_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[str, ...]:
+    """The last conv/linear executed: its output channels are the model's outputs, never shrunk."""
+    order = _execution_order(model, example_input)
+    return (order[-1],) if order else ()
+
+
+def _build_graph(model: nn.Module, example_input: torch.Tensor):
+    import torch_pruning as tp
+
+    try:
+        with torch.enable_grad():  # the graph is traced through autograd
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    except Exception as e:  # tracing a foreign model can fail in many ways; name it
+        raise UnsupportedModelError(
+            f"could not trace {type(model).__name__} to find coupled channels ({type(e).__name__}: {e}); "
+            "slimkit needs a model whose forward takes one tensor and has no data-dependent control flow"
+        ) from e
+
+
+def _head_unit(model: nn.Module, members: list[str], size: int) -> int:
+    for name in members:
+        parent = _get(model, name.rpartition(".")[0])
+        head_dim = getattr(parent, "head_dim", None)
+        if isinstance(head_dim, int) and head_dim > 0 and size % head_dim == 0:
+            return head_dim
+        for attr in _HEAD_ATTRS:
+            heads = getattr(parent, attr, None)
+            if isinstance(heads, int) and heads > 1 and size % heads == 0:
+                return size // heads
+    return 1
+
+
+def _groups(model, graph, outputs):
+    """Yield (root, group, members, sources) for every prunable group of a traced model."""
+    names = {m: n for n, m in model.named_modules()}
+    ignored = [_get(model, n) for n in outputs]
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
+        root = group[0].dep.target.module
+        members = [names[d.target.module] for d, _ in group if d.target.module in names]
+        sources = [names[d.target.module] for d, _ in group
+                   if isinstance(d.target.module, _ROOT_TYPES) and graph.is_out_channel_pruning_fn(d.handler)]
+        yield names[root], group, members, sources
+
+
+def analyze(model: nn.Module, example_input: torch.Tensor, *, ignore: tuple[str, ...] = ()) -> Analysis:
+    """Find the channel groups that may shrink and the block stacks that may be cut.
+
+    Args:
+        model: any module whose forward takes one batch-first tensor and returns one tensor.
+        example_input: an input batch (its values do not matter).
+        ignore: names of modules whose output channels must stay full (the output layer always does).
+
+    Raises:
+        UnsupportedModelError: the model cannot be traced; the message names it and why.
+    """
+    model = copy.deepcopy(model).eval()
+    outputs = _output_layers(model, example_input) + tuple(ignore)
+    graph = _build_graph(model, example_input)
+    groups, frozen = [], []
+    for root, group, members, sources in _groups(model, graph, outputs):
+        blockers = sorted({n for n in members if isinstance(_get(model, n), _FROZEN_TYPES)})
+        if blockers:
+            frozen.append((root, f"coupled to {blockers[0]} ({type(_get(model, blockers[0])).__name__})"))
+            continue
+        size = len(group[0].idxs)
+        groups.append(ChannelGroup(root, size, _head_unit(model, members, size),
+                                   tuple(dict.fromkeys(members)), tuple(dict.fromkeys(sources))))
+    return Analysis(groups, _stacks(model, example_input), frozen, outputs)
+
+
+def _signature(m: nn.Module) -> tuple:
+    return (type(m),) + tuple((n, tuple(p.shape)) for n, p in m.state_dict().items())
+
+
+def _stacks(model: nn.Module, example_input: torch.Tensor) -> list[BlockStack]:
+    """Runs of identical, shape-preserving children; the first child of a run may change shape."""
+    shapes: dict[nn.Module, bool] = {}
+
+    def hook(mod, args, out):
+        ok = bool(args) and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor)
+        shapes[mod] = shapes.get(mod, True) and ok and args[0].shape == out.shape
+
+    containers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))]
+    hooks = [c.register_forward_hook(hook) for _, m in containers for c in m]
+    try:
+        _run(model, example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    stacks = []
+    for name, container in containers:
+        children = list(container)
+        run: list[int] = []
+        for i, child in enumerate(children):
+            same = run and _signature(child) == _signature(children[run[-1]])
+            if shapes.get(child) and same:
+                run.append(i)
+                continue
+            if len(run) > 1:
+                stacks.append(BlockStack(name, tuple(run)))
+            run = [i] if shapes.get(child) and any(True for _ in child.parameters()) else []
+        if len(run) > 1:
+            stacks.append(BlockStack(name, tuple(run)))
+    return stacks
+
+
+def _index_of(values: torch.Tensor, full_shape: torch.Size) -> list:
+    """Per-dim kept indices of a tensor whose entries were its own flat indices before pruning."""
+    flat = values.round().long()
+    strides = torch.tensor(list(torch.empty(full_shape).stride()), dtype=torch.long)
+    spec = []
+    recon = torch.zeros_like(flat)
+    for d, (n_full, stride) in enumerate(zip(full_shape, strides.tolist())):
+        first = flat.movedim(d, 0).reshape(flat.shape[d], -1)[:, 0]  # entries along dim d
+        idx = (first // stride) % n_full
+        shape = [1] * flat.dim()
+        shape[d] = -1
+        recon = recon + (idx * stride).view(shape)
+        spec.append(len(idx) if torch.equal(idx, torch.arange(len(idx))) else idx)
+    if not torch.equal(recon.expand_as(flat), flat):
+        raise UnsupportedModelError("pruning produced a tensor that is not a product of per-dim index sets")
+    return spec
+
+
+def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
+           keep: dict[str, int], depth: dict[str, int] | None = None) -> tuple[nn.Module, IndexMap]:
+    """A physically smaller copy of ``model`` and the map of its tensors into the full ones.
+
+    Args:
+        keep: channel group root -> channels to keep (a prefix of the group's channels).
+        depth: block stack container -> blocks to keep from the start of the stack.
+
+    Returns:
+        ``(small, index_map)``; ``small`` has garbage weights: fill them with :func:`take` slices.
+    """
+    full = {n: t for n, t in model.state_dict().items()}
+    probe = copy.deepcopy(model).eval()
+    for stack in analysis.stacks:
+        n_keep = (depth or {}).get(stack.container, len(stack.indices))
+        for i in stack.indices[n_keep:]:
+            _set(probe, f"{stack.container}.{i}" if stack.container else str(i), Skip())
+    graph = _build_graph(probe, example_input)
+    # Tag every entry with its own flat index (float64 is exact to 2**53), prune, and read off which
+    # entries survived: that is the index map. .double() keeps the Parameter objects the graph holds.
+    probe.double()
+    with torch.no_grad():
+        for t in probe.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.arange(t.numel(), dtype=torch.float64).view(t.shape))
+    # a cut block may have held a group's root, so match groups by any of their output-channel modules
+    by_source = {s: g for g in analysis.groups for s in g.sources}
+    heads: dict[str, int] = {}
+    for root, group, members, _ in _groups(probe, graph, analysis.output_layers):
+        g = by_source.get(root)
+        if g is None or keep.get(g.root, g.size) >= g.size:
+            continue
+        if len(group[0].idxs) != g.size:
+            raise UnsupportedModelError(f"channel group of {root} changed size after cutting blocks")
+        n = keep[g.root]
+        group.prune(idxs=list(range(n, g.size)))
+        if g.unit > 1:
+            for m in members:
+                heads[m.rpartition(".")[0]] = n // g.unit
+    for parent, n_heads in heads.items():
+        owner = _get(probe, parent)
+        for attr in _HEAD_ATTRS:
+            if isinstance(getattr(owner, attr, None), int):
+                setattr(owner, attr, n_heads)
+    index_map = {}
+    for name, t in probe.state_dict().items():
+        if t.is_floating_point():
+            index_map[name] = _index_of(t, full[name].shape)
+    dtype = next((t.dtype for t in full.values() if t.is_floating_point()), torch.float32)
+    small = probe.to(dtype)
+    try:
+        _run(small, example_input)
+    except Exception as e:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not run after shrinking groups {sorted(keep)} "
+            f"({type(e).__name__}: {e}); pass ignore=[...] naming the module to keep full") from e
+    return small, index_map
+
+
+def take(tensor: torch.Tensor, spec: list) -> torch.Tensor:
+    """Slice ``tensor`` by one :data:`IndexMap` entry (views for prefixes, so gradients flow back)."""
+    for d, s in enumerate(spec):
+        if isinstance(s, int):
+            if s != tensor.shape[d]:
+                tensor = tensor.narrow(d, 0, s)
+        else:
+            tensor = tensor.index_select(d, s)
+    return tensor

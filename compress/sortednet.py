@@ -1,0 +1,363 @@
+"""SortedNet: many nested sub-networks trained at once inside one model.
+
+Implements Valipour, Rezagholizadeh et al., "SortedNet: A Scalable and Generalized Framework for
+Training Modular Deep Neural Networks", arXiv 2309.00255 (and Sorted LLaMA, arXiv 2309.08968).
+
+Sub-networks are prefixes: the first k channels of every coupled channel group (width), the first h
+attention heads, and the first d blocks of each stack of identical blocks (depth). A smaller
+sub-network's parameters are a subset of a larger one's. Each optimiser step runs a few sampled
+sub-networks on the same batch (the largest and the smallest always, as in the US-Nets "sandwich" rule,
+plus random ones), accumulates their gradients and steps once; the smaller ones can distil from the
+largest's logits. BatchNorm statistics are kept per sub-network (shared affine weights, private
+statistics) and recalibrated after training. Every sub-network extracts into a physically smaller
+dense module whose output equals the supernet's at that size.
+
+Example:
+    >>> from slimkit import compress
+    >>> fam = compress.sortednet(model, train=train_loader, val=val_loader, widths=(0.25, 0.5, 1.0))
+    >>> sn = compress.SortedNet(model, example_input=x[:1], widths=(0.5, 1.0))
+    >>> with sn.use(width=0.5):
+    ...     y = sn(x)
+    >>> small = sn.extract(width=0.5)   # plain nn.Module, same output as y
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader
+
+from slimkit.runtime.errors import ConfigError, UnsupportedModelError
+
+from . import graph
+from .family import Family, Variant, register_rebuilder
+from .reorder import sort_channels
+from .train import TASKS, evaluate, kd_loss, make_optimizer, progress_bar, set_seed, task_loss
+
+__all__ = ["SortedNetConfig", "SortedNet", "sortednet"]
+
+STRATEGIES = ("sandwich", "random", "all")
+
+
+def _fractions(name: str, values: Any) -> tuple[float, ...]:
+    try:
+        vals = tuple(sorted({float(v) for v in values}))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a sequence of fractions in (0, 1], got {values!r}") from None
+    if not vals or any(not 0 < v <= 1 for v in vals):
+        raise ConfigError(f"{name} must be a non-empty sequence of fractions in (0, 1], got {values!r}; "
+                          "e.g. (0.25, 0.5, 0.75, 1.0)")
+    return vals
+
+
+@dataclass
+class SortedNetConfig:
+    """Options of :func:`sortednet` (a JSON-serialisable recipe, stored with every variant).
+
+    Attributes:
+        widths: width fractions of every shrinkable channel group (the menu).
+        depths: fractions of each stack of identical blocks to keep, or None for no depth dimension.
+        epochs: passes over the training data.
+        lr: peak AdamW learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        strategy: sub-networks per step: ``"sandwich"`` (largest + smallest + random), ``"random"``
+            (largest + random), ``"all"`` (every sub-network, every step).
+        samples_per_step: sub-networks per step for ``sandwich``/``random``.
+        distill: the smaller sub-networks also learn from the largest's logits (in-place distillation).
+        kd_alpha: weight of that distillation term; temperature: its softmax temperature.
+        round_to: channel counts are rounded to multiples of this (hardware-friendly).
+        reorder: sort each group's channels by importance first, so prefixes hold the strongest ones.
+        calibration_batches: training batches used to recalibrate BatchNorm for each sub-network.
+        ignore: module names whose output channels stay full.
+        task: ``"classification"`` or ``"regression"``.
+        seed: seeds sampling, training and data order.
+    """
+
+    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    depths: tuple[float, ...] | None = None
+    epochs: int = 10
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    strategy: str = "sandwich"
+    samples_per_step: int = 3
+    distill: bool = True
+    kd_alpha: float = 0.5
+    temperature: float = 2.0
+    round_to: int = 8
+    reorder: bool = True
+    calibration_batches: int = 20
+    ignore: tuple[str, ...] = ()
+    task: str = "classification"
+    seed: int = 0
+    version: int = field(default=1)
+
+    def __post_init__(self):
+        self.widths = _fractions("widths", self.widths)
+        if self.depths is not None:
+            self.depths = _fractions("depths", self.depths)
+        self.ignore = tuple(self.ignore)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy={self.strategy!r} is not one of {STRATEGIES}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r} is not one of {TASKS}")
+        for name in ("epochs", "samples_per_step", "round_to", "calibration_batches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
+                raise ConfigError(f"{name} must be a positive int, got {v!r}")
+        if not 0 <= self.kd_alpha <= 1:
+            raise ConfigError(f"kd_alpha must be in [0, 1], got {self.kd_alpha!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Sub:
+    """One sub-network: a shrunk module skeleton, its index map, and its own BatchNorm statistics."""
+
+    def __init__(self, key, skeleton: nn.Module, index_map: graph.IndexMap, full: nn.Module, plan: dict):
+        self.key, self.skeleton, self.index_map, self.plan = key, skeleton, index_map, plan
+        params = dict(full.named_parameters())
+        self.param_names = [n for n in index_map if n in params]
+        self.buffers = {n: graph.take(b, index_map[n]).detach().clone()
+                        for n, b in full.named_buffers() if n in index_map}
+        self.buffers.update({n: b.detach().clone() for n, b in skeleton.named_buffers()
+                             if n not in self.buffers})
+
+    def forward(self, full_params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        tensors = {n: graph.take(full_params[n], self.index_map[n]) for n in self.param_names}
+        tensors.update(self.buffers)
+        return functional_call(self.skeleton, tensors, (x,))
+
+
+class SortedNet(nn.Module):
+    """A model wrapped so that any sub-network in its menu runs on the shared weights.
+
+    Args:
+        model: the trained model (not modified: the supernet works on a copy).
+        example_input: one input batch (any batch size), batch first.
+        widths, depths, ...: see :class:`SortedNetConfig`; or pass ``config=``.
+
+    Raises:
+        UnsupportedModelError: nothing in the model can shrink; the message says why.
+    """
+
+    def __init__(self, model: nn.Module, *, example_input: torch.Tensor,
+                 config: SortedNetConfig | None = None, **options):
+        super().__init__()
+        self.config = config or SortedNetConfig(**options)
+        self.model = copy.deepcopy(model).eval()
+        self.example_input = example_input.detach()[:2].clone()
+        self.base = getattr(model, "slimkit_zoo", None)
+        cfg = self.config
+        self.analysis = graph.analyze(self.model, self.example_input, ignore=cfg.ignore)
+        if not self.analysis.groups and not (cfg.depths and self.analysis.stacks):
+            why = "; ".join(f"{r}: {reason}" for r, reason in self.analysis.frozen) or "no conv/linear layers"
+            raise UnsupportedModelError(
+                f"SortedNet found nothing to shrink in {type(model).__name__} ({why}); it slices conv/linear "
+                "channels, attention heads and stacks of identical blocks")
+        if cfg.depths and not self.analysis.stacks:
+            raise UnsupportedModelError(
+                f"depths={cfg.depths} was given but {type(model).__name__} has no stack of identical, "
+                "shape-preserving blocks in a Sequential/ModuleList; pass depths=None")
+        if cfg.reorder:
+            sort_channels(self.model, self.example_input, self.analysis)
+        self._subs: dict[tuple[float, float], _Sub] = {}
+        self._active = self.menu[-1]
+
+    # -- the menu ------------------------------------------------------------------------------------
+    @property
+    def menu(self) -> list[tuple[float, float]]:
+        """Every (width, depth) pair, smallest first."""
+        depths = self.config.depths or (1.0,)
+        return sorted(((w, d) for w in self.config.widths for d in depths), key=lambda k: (k[0] * k[1], k))
+
+    def _key(self, width: float, depth: float) -> tuple[float, float]:
+        if width not in self.config.widths:
+            raise ConfigError(f"width {width!r} is not in this model's menu {self.config.widths}")
+        depths = self.config.depths or (1.0,)
+        if depth not in depths:
+            raise ConfigError(f"depth {depth!r} is not in this model's menu {tuple(depths)}")
+        return (float(width), float(depth))
+
+    def plan(self, width: float, depth: float = 1.0) -> dict:
+        """The exact shapes of one sub-network: channels kept per group, blocks kept per stack."""
+        key = self._key(width, depth)
+        return {"channels": {g.root: g.keep(key[0], self.config.round_to) for g in self.analysis.groups},
+                "blocks": {s.container: s.keep(key[1]) for s in self.analysis.stacks}}
+
+    def _sub(self, key: tuple[float, float]) -> _Sub:
+        if key not in self._subs:
+            plan = self.plan(*key)
+            skeleton, index_map = graph.shrink(self.model, self.example_input, self.analysis,
+                                               keep=plan["channels"], depth=plan["blocks"])
+            self._subs[key] = _Sub(key, skeleton, index_map, self.model, plan)
+        return self._subs[key]
+
+    # -- running one -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def use(self, width: float = 1.0, depth: float = 1.0):
+        """Run the given sub-network inside the block: ``with sn.use(width=0.5): y = sn(x)``."""
+        key = self._key(width, depth)
+        previous, self._active = self._active, key
+        try:
+            yield self
+        finally:
+            self._active = previous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sub = self._sub(self._active)
+        sub.skeleton.train(self.training)
+        return sub.forward(dict(self.model.named_parameters()), x)
+
+    def extract(self, width: float = 1.0, depth: float = 1.0) -> nn.Module:
+        """A standalone dense module of the sub-network: sliced weights and its BatchNorm statistics."""
+        sub = self._sub(self._key(width, depth))
+        small = copy.deepcopy(sub.skeleton)
+        params = dict(self.model.named_parameters())
+        state = {n: graph.take(params[n], sub.index_map[n]).detach().clone() for n in sub.param_names}
+        state.update({n: b.clone() for n, b in sub.buffers.items()})
+        small.load_state_dict(state)
+        return small.eval()
+
+    # -- training ---------------------------------------------------------------------------------------
+    def _plan_step(self, rng: random.Random) -> list[tuple[float, float]]:
+        menu, cfg = self.menu, self.config
+        if cfg.strategy == "all" or len(menu) <= cfg.samples_per_step:
+            return menu[::-1]
+        chosen = [menu[-1]] + ([menu[0]] if cfg.strategy == "sandwich" else [])
+        rest = [k for k in menu if k not in chosen]
+        return chosen + rng.sample(rest, min(len(rest), cfg.samples_per_step - len(chosen)))
+
+    def fit(self, train: DataLoader, *, epochs: int | None = None, progress: bool = True) -> SortedNet:
+        """Train every sub-network at once, then recalibrate BatchNorm per sub-network."""
+        cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
+        set_seed(cfg.seed)
+        rng = random.Random(cfg.seed)
+        if epochs > 0:
+            steps = len(train)
+            opt, sched = make_optimizer(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        epochs=epochs, steps_per_epoch=steps)
+            loss_fn = task_loss(cfg.task)
+            largest = self.menu[-1]
+            self.train()
+            params = dict(self.model.named_parameters())
+            bar = progress_bar(range(epochs * steps), enabled=progress, desc="sortednet", total=epochs * steps)
+            batches = (b for _ in range(epochs) for b in train)
+            for _, (x, y) in zip(bar, batches):
+                opt.zero_grad(set_to_none=True)
+                plan = self._plan_step(rng)
+                soft = None
+                for key in plan:
+                    sub = self._sub(key)
+                    sub.skeleton.train()
+                    out = sub.forward(params, x)
+                    loss = loss_fn(out, y)
+                    if cfg.distill and soft is not None and cfg.task == "classification":
+                        loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd_loss(out, soft, cfg.temperature)
+                    if key == largest:
+                        soft = out.detach()
+                    (loss / len(plan)).backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+                opt.step()
+                sched.step()
+            self.eval()
+        self.calibrate(train)
+        return self
+
+    @torch.no_grad()
+    def calibrate(self, loader: DataLoader) -> None:
+        """Recompute each sub-network's BatchNorm statistics (cumulative average) on the first
+        ``calibration_batches`` batches of ``loader``; every sub-network sees the same batches."""
+        params = {n: p.detach() for n, p in self.model.named_parameters()}
+        batches = [x for _, (x, _y) in zip(range(self.config.calibration_batches), loader)]
+        for key in self.menu:
+            sub = self._sub(key)
+            bns = [(n, m) for n, m in sub.skeleton.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if not bns:
+                continue
+            sub.skeleton.eval()
+            momenta = {}
+            for n, m in bns:
+                momenta[n] = m.momentum
+                m.momentum = None  # cumulative moving average over the calibration batches
+                m.train()
+                sub.buffers[f"{n}.running_mean"].zero_()
+                sub.buffers[f"{n}.running_var"].fill_(1.0)
+                sub.buffers[f"{n}.num_batches_tracked"].zero_()
+            for x in batches:
+                sub.forward(params, x)
+            for n, m in bns:
+                m.momentum = momenta[n]
+                m.eval()
+
+    def family(self, val: DataLoader | None = None, *, source: dict | None = None) -> Family:
+        """Extract every sub-network into a :class:`Family`, with validation metrics when ``val`` is given."""
+        variants = []
+        for width, depth in self.menu:
+            module = self.extract(width, depth)
+            name = f"w{width:.2f}" + (f"-d{depth:.2f}" if self.config.depths else "")
+            metrics = evaluate(module, val, task=self.config.task) if val is not None else {}
+            config = {"width": width, "depth": depth, **self.plan(width, depth),
+                      "sortednet": self.config.to_dict()}
+            variants.append(Variant.measure(name, module, self.example_input, metrics=metrics, config=config))
+        return Family(variants, method="sortednet", example_input=self.example_input,
+                      task=self.config.task, source=source, base=self.base)
+
+
+def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
+              widths=(0.25, 0.5, 0.75, 1.0), depths=None, epochs: int = 10,
+              example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
+              **options) -> Family:
+    """Train nested sub-networks of ``model`` (SortedNet, arXiv 2309.00255) and return them as a Family.
+
+    Args:
+        model: a trained model whose forward takes one batch-first tensor (not modified).
+        train: loader of ``(inputs, targets)`` used for sorted training and BatchNorm calibration.
+        val: loader for each variant's metrics.
+        widths: width fractions; every coupled channel group (and attention heads) keeps that prefix.
+        depths: fractions of each stack of identical blocks to keep, or None.
+        epochs: training epochs (0 only slices and recalibrates).
+        example_input: one input batch; taken from ``train`` when omitted.
+        progress: show a progress bar.
+        seed: seeds everything.
+        **options: the rest of :class:`SortedNetConfig` (``lr``, ``strategy``, ``distill``, ...).
+
+    Returns:
+        A :class:`Family` with one variant per (width, depth), cheapest first, named ``w0.50`` (or
+        ``w0.50-d0.50`` with depths).
+
+    Example:
+        >>> fam = sortednet(model, train=splits.train, val=splits.val, widths=(0.25, 0.5, 1.0), epochs=5)
+        >>> fam.select(budget=0.3).name
+        'w0.50'
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(train, DataLoader):
+        raise ConfigError(f"train must be a torch DataLoader of (inputs, targets), got {type(train).__name__}")
+    if example_input is None:
+        example_input = next(iter(train))[0][:2]
+    config = SortedNetConfig(widths=widths, depths=depths, epochs=epochs, seed=seed, **options)
+    sn = SortedNet(model, example_input=example_input, config=config)
+    source = None
+    if val is not None:
+        source = Variant.measure("source", copy.deepcopy(model), example_input,
+                                 metrics=evaluate(model, val, task=config.task))
+        source = {"params": source.params, "macs": source.macs, "metrics": source.metrics}
+    sn.fit(train, progress=progress)
+    return sn.family(val, source=source)
+
+
+@register_rebuilder("sortednet")
+def _rebuild(base: nn.Module, config: dict, example_input: torch.Tensor) -> nn.Module:
+    analysis = graph.analyze(base, example_input, ignore=tuple(config["sortednet"].get("ignore", ())))
+    small, _ = graph.shrink(base, example_input, analysis, keep=config["channels"], depth=config["blocks"])
+    return small
