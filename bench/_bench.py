@@ -1,0 +1,54 @@
+"""Shared by the bench suites: the widths benchmarked and the baseline, a plain ONNX Runtime session.
+
+The session gets the same options as ``slimkit.runtime``'s ONNX Runtime backend (intra-op threads,
+one inter-op thread, sequential execution, all graph optimisations), so any difference measured
+against ``Engine.run`` is the engine's own overhead, not a different session configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from slimkit.runtime.manifest import read_manifest, resolve_file
+
+__all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label"]
+
+WIDTHS = (0.25, 0.5, 0.75, 1.0)  # the SortedNet menu every suite uses; variants are named w0.25 ... w1.00
+
+
+def raw_session(path: str | os.PathLike, threads: int | None) -> ort.InferenceSession:
+    """A CPU ``InferenceSession`` with the engine backend's options (``threads=None``: ORT's default)."""
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def variant_file(bundle_dir: str | os.PathLike, name: str) -> Path:
+    """The ``.onnx`` file of variant ``name``, as the manifest records it."""
+    for v in read_manifest(bundle_dir).variants:
+        if v.name == name:
+            return resolve_file(bundle_dir, v.files["onnx"].path)
+    raise KeyError(f"no variant {name!r} in {bundle_dir}")
+
+
+def raw_call(sess: ort.InferenceSession):
+    """``f(x) -> first output`` through the public ``sess.run`` a user would write by hand."""
+    name = sess.get_inputs()[0].name
+
+    def call(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x})[0]
+
+    return call
+
+
+def threads_label(threads: int | None) -> str:
+    """How a thread setting is reported: ``"1"``, or ``"default"`` (ORT's own: one per physical core)."""
+    return "default" if threads is None else str(threads)

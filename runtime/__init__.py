@@ -1,0 +1,31 @@
+"""slimkit.runtime: load a bundle and serve its variants by compute budget, name or latency.
+
+Imports only numpy, onnxruntime and the standard library (never torch), so it deploys on a box
+without the training stack.
+
+Example:
+    >>> from slimkit import runtime
+    >>> eng = runtime.load("out/bundle")          # doctest: +SKIP
+    >>> y = eng.run(x, budget=0.5); eng.last       # doctest: +SKIP
+    'w0.50'
+"""
+
+from .engine import Engine, VariantInfo, load
+from .errors import (
+    BudgetError,
+    BundleError,
+    ConfigError,
+    ExportError,
+    InputError,
+    MissingExtraError,
+    SlimkitError,
+    UnsupportedModelError,
+    VariantError,
+)
+from .manifest import Manifest, read_manifest
+
+__all__ = [
+    "load", "Engine", "VariantInfo", "read_manifest", "Manifest",
+    "SlimkitError", "ConfigError", "BudgetError", "VariantError", "InputError", "BundleError",
+    "ExportError", "UnsupportedModelError", "MissingExtraError",
+]

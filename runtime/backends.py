@@ -1,0 +1,187 @@
+"""Inference backends: one object per (variant file, backend) that runs a numpy array.
+
+A backend is deliberately small so that a TensorRT backend can sit beside the ONNX Runtime one:
+
+* ``name`` (class attribute): the backend's name in ``runtime.load(..., backend=name)`` and in
+  latency keys (``"<name>/<device>"``).
+* ``file_kind`` (class attribute): which entry of a variant's ``files`` it loads (``"onnx"``).
+* ``device``: a short device string, e.g. ``"cpu"`` or ``"cuda"``.
+* ``run(x) -> list[np.ndarray]``: all outputs for one input batch; safe to call from many threads.
+* ``checks_inputs`` (class attribute): True when ``run`` itself rejects a wrong dtype, rank or fixed
+  dim (ONNX Runtime does, in C++); the engine then checks only after a failure, to word the error.
+* ``feed_call`` (optional): ``(fn, output_names, input_name)`` with
+  ``fn(output_names, {input_name: x}, None) == run(x)``, letting the engine skip a Python call per
+  request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from .errors import BundleError, ConfigError
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "BACKENDS", "get_backend"]
+
+# provider -> the device string used in latency keys
+_DEVICES = {
+    "CPUExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "tensorrt",
+    "ROCMExecutionProvider": "rocm",
+    "CoreMLExecutionProvider": "coreml",
+    "DmlExecutionProvider": "dml",
+    "OpenVINOExecutionProvider": "openvino",
+}
+
+Provider = str | tuple[str, dict[str, Any]]
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+class Backend(Protocol):
+    """What the engine needs from a backend."""
+
+    name: ClassVar[str]
+    file_kind: ClassVar[str]
+    checks_inputs: ClassVar[bool]
+    device: str
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs of the model for input ``x``."""
+        ...
+
+
+def _provider_name(p: object) -> str:
+    if isinstance(p, str):
+        return p
+    if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict):
+        return p[0]
+    raise ConfigError(f"a provider must be a name or a (name, options) pair, got {p!r} "
+                      "(e.g. 'CPUExecutionProvider' or ('CUDAExecutionProvider', {'device_id': 0}))")
+
+
+class OnnxRuntimeBackend:
+    """One ONNX Runtime ``InferenceSession`` with latency-friendly options.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (``None``: ONNX Runtime's default, one per core; 1 is best for tiny
+            models served from many threads).
+        providers: execution providers in priority order; default ``["CPUExecutionProvider"]``. The
+            session must actually run on the first one, otherwise :class:`ConfigError` is raised
+            (ONNX Runtime would silently fall back to CPU).
+        spin: let idle intra-op workers spin (ONNX Runtime's default). Off by default, because the
+            sessions of a bundle's variants would otherwise compete for the cores.
+
+    Example:
+        >>> be = OnnxRuntimeBackend("out/bundle/w1.00.onnx", threads=1)  # doctest: +SKIP
+        >>> be.run(np.zeros((1, 40), np.float32))[0].shape
+        (1, 10)
+    """
+
+    name: ClassVar[str] = "onnxruntime"
+    file_kind: ClassVar[str] = "onnx"
+    checks_inputs: ClassVar[bool] = True
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
+                 providers: Sequence[Provider] | str | None = None, spin: bool = False):
+        import onnxruntime as ort
+
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+        elif isinstance(providers, (str, tuple)):
+            providers = [providers]
+        providers = list(providers)
+        if not providers:
+            raise ConfigError("providers is empty; pass e.g. ['CPUExecutionProvider']")
+        wanted = _provider_name(providers[0])
+        for p in providers[1:]:
+            _provider_name(p)
+        available = ort.get_available_providers()
+        if wanted not in available:
+            raise ConfigError(f"execution provider {wanted!r} is not available in this onnxruntime "
+                              f"build (available: {available}); install the matching onnxruntime package "
+                              "or pass providers=['CPUExecutionProvider']")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
+
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
+        # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.1x
+        # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            sess = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own (non-slimkit) exception types
+            raise BundleError(f"onnxruntime could not load {os.fspath(path)!r}: {e}") from e
+        got = sess.get_providers()[0]
+        if got != wanted:
+            raise ConfigError(f"asked for execution provider {wanted!r} but the session runs on {got!r} "
+                              "(it failed to initialise); check the driver/library install or pass "
+                              "providers=['CPUExecutionProvider']")
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise BundleError(f"{os.fspath(path)!r} has {len(inputs)} inputs "
+                              f"{[i.name for i in inputs]}; slimkit engines serve single-input models")
+        self.path = os.fspath(path)
+        self.session = sess
+        self.provider = got
+        self.device = _DEVICES.get(got, got.removesuffix("ExecutionProvider").lower())
+        self.threads = threads
+        self.input_name: str = inputs[0].name
+        self.output_names: list[str] = [o.name for o in sess.get_outputs()]
+        self.feed_call = (self._fast_run(sess, inputs[0]), self.output_names, self.input_name)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for ``x`` (thread safe: ONNX Runtime sessions allow concurrent ``run``)."""
+        return self.session.run(self.output_names, {self.input_name: x})
+
+    def _fast_run(self, sess: Any, meta: Any) -> Any:
+        """The fastest correct ``run(output_names, feed, run_options)`` of ``sess``.
+
+        ``InferenceSession.run`` (not ``run_with_ort_values``, ~50 us slower in ORT 1.32) is a Python
+        wrapper that re-checks the feed's names on every call (~0.7 us, 15% of a tiny model's run)
+        before calling its C++ binding ``sess._sess.run``, which validates dtype and shape itself. The
+        binding is private, so it is used only after a warm-up call shows that it answers exactly like
+        the public method; otherwise the public method is used.
+        """
+        binding = getattr(getattr(sess, "_sess", None), "run", None)
+        dtype = _ORT_TYPES.get(meta.type)
+        if binding is None or dtype is None:
+            return sess.run
+        x = np.zeros([d if isinstance(d, int) else 1 for d in meta.shape], dtype=dtype)
+        try:
+            want = sess.run(self.output_names, {meta.name: x})
+        except Exception:  # this probe does not suit the model (e.g. too short); stay public
+            return sess.run
+        try:
+            got = binding(self.output_names, {meta.name: x}, None)
+            same = len(got) == len(want) and all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want, strict=False))
+        except Exception:
+            same = False
+        return binding if same else sess.run
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeBackend({self.path!r}, provider={self.provider!r}, threads={self.threads})"
+
+
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}
+
+
+def get_backend(name: str) -> type:
+    """The backend class registered under ``name``; ConfigError listing the known ones otherwise."""
+    try:
+        return BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown backend {name!r}; available: {sorted(BACKENDS)}") from None

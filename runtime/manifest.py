@@ -1,0 +1,424 @@
+"""The bundle schema: read, validate and write ``manifest.json`` (format ``slimkit-bundle``, version 1).
+
+A bundle is a directory with ``manifest.json`` and one artifact per variant::
+
+    {"format": "slimkit-bundle", "version": 1,
+     "inputs":  [{"name": "input", "dtype": "float32", "shape": [null, 1, 40],
+                  "dim_names": ["batch", null, null],          # optional
+                  "example_shape": [1, 1, 40]}],               # optional: the export example's shape
+     "outputs": [{"name": "output", "dtype": "float32", "shape": [null, 10]}],
+     "task": "classification", "method": "sortednet",
+     "source": {"params": ..., "macs": ..., "metrics": {...}},
+     "variants": [{"name": "w0.50", "params": 1234, "macs": 56789, "metrics": {"accuracy": 0.91},
+                   "config": {...},
+                   "files": {"onnx": {"path": "w0.50.onnx", "sha256": "<64 hex digits>"}},
+                   "latency": {...}}]}
+
+``shape`` holds ``null`` for dynamic dimensions; ``dim_names`` (optional, same length) names them, and
+``example_shape`` (optional) is the concrete shape of the export example, used to time latency when a
+dimension other than the batch is dynamic.
+
+**Latency schema.** ``variant["latency"]`` maps ``"<backend>/<device>"`` (e.g. ``"onnxruntime/cpu"``,
+``"onnxruntime/cuda"``) to one measurement record::
+
+    {"onnxruntime/cpu": {"batch": {"1":  {"p50_ms": 0.021, "p95_ms": 0.034, "repeats": 200},
+                                   "64": {"p50_ms": 0.310, "p95_ms": 0.402, "repeats": 200}},
+                         "threads": 1, "measured_at": "2026-11-26T22:00:00+00:00"}}
+
+Batch sizes are JSON object keys, hence strings. ``p50_ms`` and ``p95_ms`` are required per batch;
+``repeats``, ``threads`` and ``measured_at`` are optional. :func:`update_latency` merges new
+measurements into a bundle's manifest and writes it back atomically (temp file + ``os.replace``).
+
+Loading verifies every file's sha256 and refuses any path that is absolute, contains ``..`` or
+resolves (through symlinks) outside the bundle directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, ConfigError, VariantError
+
+__all__ = [
+    "FORMAT", "VERSION", "SUPPORTED_VERSIONS", "MANIFEST_NAME",
+    "TensorSpec", "FileEntry", "VariantEntry", "Manifest",
+    "read_manifest", "write_manifest", "sha256_file", "update_latency", "check_variant_name",
+]
+
+FORMAT = "slimkit-bundle"
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_variant_name(name: object) -> str:
+    """Return ``name`` if it is a safe variant name (used as a file stem), else raise ConfigError."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith("."):
+        raise ConfigError(
+            f"variant name {name!r} is not safe as a file name: use 1-64 characters from "
+            "A-Z a-z 0-9 . _ - starting with a letter or digit (e.g. 'w0.50')"
+        )
+    return name
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- dataclasses ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype string and shape (``None`` for dynamic dims) of one model input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+    dim_names: tuple[str | None, ...] | None = None
+    example_shape: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        """Human form, e.g. ``float32 of shape [batch, 1, 40]``."""
+        names = self.dim_names or (None,) * len(self.shape)
+        dims = [str(d) if d is not None else (n or "?") for d, n in zip(self.shape, names, strict=False)]
+        return f"{self.dtype} of shape [{', '.join(dims)}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.dim_names is not None:
+            d["dim_names"] = list(self.dim_names)
+        if self.example_shape is not None:
+            d["example_shape"] = list(self.example_shape)
+        return d
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One artifact of a variant: a path relative to the bundle dir and its sha256."""
+
+    path: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+@dataclass
+class VariantEntry:
+    """One variant's record in the manifest."""
+
+    name: str
+    params: int
+    macs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "macs": self.macs, "metrics": self.metrics,
+                "config": self.config, "files": {k: f.to_dict() for k, f in self.files.items()},
+                "latency": self.latency}
+
+
+@dataclass
+class Manifest:
+    """The parsed ``manifest.json``; ``variants`` are sorted cheapest first (by MACs, then params)."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    variants: list[VariantEntry]
+    task: str = "classification"
+    method: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    version: int = VERSION
+
+    def __post_init__(self) -> None:
+        self.variants = sorted(self.variants, key=lambda v: (v.macs, v.params))
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    def variant(self, name: str) -> VariantEntry:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise VariantError(f"no variant named {name!r}; this bundle has {self.names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "version": self.version,
+                "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+                "task": self.task, "method": self.method, "source": self.source,
+                "variants": [v.to_dict() for v in self.variants]}
+
+    @classmethod
+    def from_dict(cls, data: object, *, where: str = MANIFEST_NAME) -> Manifest:
+        """Validate a decoded manifest and build it; raise :class:`BundleError` naming the bad field."""
+        d = _obj(data, where)
+        fmt = d.get("format")
+        if fmt != FORMAT:
+            raise BundleError(f"{where}: format is {fmt!r}, expected {FORMAT!r}; this is not a slimkit bundle")
+        version = d.get("version")
+        if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+            raise BundleError(
+                f"{where}: bundle version {version!r} is not supported; this slimkit reads versions "
+                f"{list(SUPPORTED_VERSIONS)}: upgrade slimkit or re-export the bundle with this version"
+            )
+        inputs = [_spec(s, f"{where}: inputs[{i}]") for i, s in enumerate(_list(d, "inputs", where))]
+        outputs = [_spec(s, f"{where}: outputs[{i}]") for i, s in enumerate(_list(d, "outputs", where))]
+        if not inputs or not outputs:
+            raise BundleError(f"{where}: 'inputs' and 'outputs' must each list at least one tensor")
+        raw_variants = _list(d, "variants", where)
+        if not raw_variants:
+            raise BundleError(f"{where}: 'variants' is empty; a bundle needs at least one variant")
+        variants = [_variant(v, f"{where}: variants[{i}]") for i, v in enumerate(raw_variants)]
+        names = [v.name for v in variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise BundleError(f"{where}: variant names must be unique, got duplicates {dupes}")
+        return cls(inputs=inputs, outputs=outputs, variants=variants,
+                   task=_typed(d, "task", str, where, default="classification"),
+                   method=_typed(d, "method", str, where, default=""),
+                   source=_typed(d, "source", dict, where, default={}),
+                   format=FORMAT, version=version)
+
+
+# -- field validation ------------------------------------------------------------------------------
+
+
+def _obj(x: object, where: str) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise BundleError(f"{where}: expected a JSON object, got {type(x).__name__}")
+    return x
+
+
+def _list(d: dict, key: str, where: str) -> list:
+    if key not in d:
+        raise BundleError(f"{where}: required field {key!r} is missing")
+    if not isinstance(d[key], list):
+        raise BundleError(f"{where}: field {key!r} must be a list, got {type(d[key]).__name__}")
+    return d[key]
+
+
+_MISSING = object()
+
+
+def _typed(d: dict, key: str, typ: type | tuple[type, ...], where: str, default: Any = _MISSING) -> Any:
+    if key not in d:
+        if default is _MISSING:
+            raise BundleError(f"{where}: required field {key!r} is missing")
+        return default
+    v = d[key]
+    if isinstance(v, bool) and typ in (int, (int, float)) or not isinstance(v, typ):
+        want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+        raise BundleError(f"{where}: field {key!r} must be {want}, got {v!r}")
+    return v
+
+
+def _spec(x: object, where: str) -> TensorSpec:
+    d = _obj(x, where)
+    name = _typed(d, "name", str, where)
+    dtype = _typed(d, "dtype", str, where)
+    try:
+        ok = np.dtype(dtype).name == dtype
+    except TypeError:
+        ok = False
+    if not ok:
+        raise BundleError(f"{where}: dtype {dtype!r} is not a numpy dtype name (e.g. 'float32', 'int64')")
+    shape = _typed(d, "shape", list, where)
+    for s in shape:
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 0):
+            raise BundleError(f"{where}: shape entries must be non-negative ints or null, got {shape}")
+    dim_names = d.get("dim_names")
+    if dim_names is not None:
+        if (not isinstance(dim_names, list) or len(dim_names) != len(shape)
+                or not all(n is None or isinstance(n, str) for n in dim_names)):
+            raise BundleError(f"{where}: dim_names must list a string or null per dim of {shape}, got {dim_names!r}")
+        dim_names = tuple(dim_names)
+    example = d.get("example_shape")
+    if example is not None:
+        if (not isinstance(example, list) or len(example) != len(shape)
+                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in example)
+                or any(s is not None and s != e for s, e in zip(shape, example, strict=False))):
+            raise BundleError(f"{where}: example_shape must be a concrete shape matching {shape}, got {example!r}")
+        example = tuple(example)
+    return TensorSpec(name, dtype, tuple(shape), dim_names, example)
+
+
+def _variant(x: object, where: str) -> VariantEntry:
+    d = _obj(x, where)
+    name = _typed(d, "name", str, where)
+    try:
+        check_variant_name(name)
+    except ConfigError as e:
+        raise BundleError(f"{where}: {e}") from None
+    where = f"{where} ({name})"
+    params = _typed(d, "params", int, where)
+    macs = _typed(d, "macs", int, where)
+    if params < 0 or macs < 0:
+        raise BundleError(f"{where}: params and macs must be >= 0, got params={params}, macs={macs}")
+    metrics = _typed(d, "metrics", dict, where, default={})
+    config = _typed(d, "config", dict, where, default={})
+    raw_files = _typed(d, "files", dict, where)
+    if not raw_files:
+        raise BundleError(f"{where}: 'files' is empty; each variant needs at least an 'onnx' file")
+    files = {}
+    for kind, f in raw_files.items():
+        fd = _obj(f, f"{where} files.{kind}")
+        path = _typed(fd, "path", str, f"{where} files.{kind}")
+        sha = _typed(fd, "sha256", str, f"{where} files.{kind}")
+        if not _SHA_RE.match(sha):
+            raise BundleError(f"{where} files.{kind}: sha256 must be 64 lowercase hex digits, got {sha!r}")
+        files[kind] = FileEntry(path, sha)
+    latency = _typed(d, "latency", dict, where, default={})
+    for key, rec in latency.items():
+        _check_latency_record(rec, f"{where} latency[{key!r}]")
+    return VariantEntry(name, params, macs, metrics, config, files, latency)
+
+
+def _check_latency_record(rec: object, where: str) -> None:
+    batches = _typed(_obj(rec, where), "batch", dict, where)
+    for b, m in batches.items():
+        if not b.isdigit():
+            raise BundleError(f"{where}: batch keys must be batch sizes like \"1\", got {b!r}")
+        md = _obj(m, f"{where} batch {b}")
+        for k in ("p50_ms", "p95_ms"):
+            _typed(md, k, (int, float), f"{where} batch {b}")
+
+
+# -- paths -------------------------------------------------------------------------------------------
+
+
+def resolve_file(bundle_dir: str | os.PathLike, rel: str) -> Path:
+    """The absolute path of ``rel`` inside ``bundle_dir``; BundleError if it could escape the bundle."""
+    root = Path(bundle_dir).resolve()
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if (not rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute()
+            or PureWindowsPath(rel).drive or ".." in parts):
+        raise BundleError(f"file path {rel!r} in the manifest must be relative to the bundle and stay "
+                          "inside it (no absolute paths, no '..'); re-export the bundle")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        raise BundleError(f"file path {rel!r} resolves to {full}, outside the bundle {root} "
+                          "(a symlink?); bundles must be self-contained")
+    return full
+
+
+# -- read / write ------------------------------------------------------------------------------------
+
+
+def read_manifest(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Manifest:
+    """Read and validate ``<bundle_dir>/manifest.json``.
+
+    Args:
+        bundle_dir: the bundle directory.
+        verify: also check that every file exists inside the bundle and matches its sha256.
+
+    Raises:
+        BundleError: missing or malformed manifest, unknown version, a path escaping the bundle, a
+            missing file or a sha256 mismatch. The message names the field or file.
+
+    Example:
+        >>> m = read_manifest("out/bundle")  # doctest: +SKIP
+        >>> m.names
+        ['w0.25', 'w0.50', 'w1.00']
+    """
+    root = Path(bundle_dir)
+    mf = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise BundleError(f"bundle directory {str(root)!r} does not exist; pass the directory "
+                          "export.bundle(...) wrote")
+    if not mf.is_file():
+        raise BundleError(f"{root} has no {MANIFEST_NAME}; is it a slimkit bundle (made by export.bundle)?")
+    try:
+        data = json.loads(mf.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mf} is not valid JSON ({e}); re-export the bundle") from None
+    manifest = Manifest.from_dict(data, where=str(mf))
+    for v in manifest.variants:
+        for kind, f in v.files.items():
+            full = resolve_file(root, f.path)
+            if not verify:
+                continue
+            if not full.is_file():
+                raise BundleError(f"variant {v.name!r}: {kind} file {f.path!r} is missing from {root}")
+            actual = sha256_file(full)
+            if actual != f.sha256:
+                raise BundleError(
+                    f"variant {v.name!r}: {kind} file {f.path!r} has sha256 {actual}, but the manifest "
+                    f"says {f.sha256}; the file was modified or corrupted: re-export the bundle"
+                )
+    return manifest
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` atomically (a temp file in the same dir, then ``os.replace``)."""
+    root = Path(bundle_dir)
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+    Manifest.from_dict(json.loads(text), where="manifest to write")  # never write what we cannot read
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return root / MANIFEST_NAME
+
+
+def update_latency(bundle_dir: str | os.PathLike, key: str,
+                   measurements: Mapping[str, Mapping[int, Mapping[str, float]]], *,
+                   threads: int | None = None) -> Manifest:
+    """Merge latency measurements into a bundle's manifest and write it back atomically.
+
+    Args:
+        bundle_dir: the bundle directory.
+        key: ``"<backend>/<device>"``, e.g. ``"onnxruntime/cpu"``.
+        measurements: ``{variant: {batch: {"p50_ms": .., "p95_ms": .., ["repeats": ..]}}}``;
+            batches measured earlier under ``key`` and not given here are kept.
+        threads: the intra-op thread count used, recorded alongside.
+
+    Returns:
+        The updated manifest.
+    """
+    if not isinstance(key, str) or key.count("/") != 1:
+        raise ConfigError(f"latency key must look like '<backend>/<device>', got {key!r}")
+    manifest = read_manifest(bundle_dir, verify=False)
+    for name, per_batch in measurements.items():
+        entry = manifest.variant(name)
+        rec = entry.latency.setdefault(key, {"batch": {}})
+        batches = rec.setdefault("batch", {})
+        for batch, m in per_batch.items():
+            if "p50_ms" not in m or "p95_ms" not in m:
+                raise ConfigError(f"latency for {name!r} batch {batch} needs p50_ms and p95_ms, got {dict(m)}")
+            batches[str(int(batch))] = {k: float(v) if k.endswith("_ms") else v for k, v in m.items()}
+        if threads is not None:
+            rec["threads"] = threads
+        rec["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_manifest(bundle_dir, manifest)
+    return manifest
