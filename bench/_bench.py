@@ -1,7 +1,7 @@
 """Shared by the bench suites: the widths benchmarked and the baseline, a plain ONNX Runtime session.
 
-The session gets the same options as ``slimkit.runtime``'s ONNX Runtime backend (intra-op threads,
-one inter-op thread, sequential execution, all graph optimisations), so any difference measured
+The session gets the same options as ``slimkit.runtime``'s ONNX Runtime backend (the same
+``session_options``: intra-op threads, one inter-op thread, sequential, no spinning), so any difference measured
 against ``Engine.run`` is the engine's own overhead, not a different session configuration.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from slimkit.runtime.backends import session_options
 from slimkit.runtime.manifest import read_manifest, resolve_file
 
 __all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label"]
@@ -22,12 +23,7 @@ WIDTHS = (0.25, 0.5, 0.75, 1.0)  # the SortedNet menu every suite uses; variants
 
 def raw_session(path: str | os.PathLike, threads: int | None) -> ort.InferenceSession:
     """A CPU ``InferenceSession`` with the engine backend's options (``threads=None``: ORT's default)."""
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = session_options(threads)
     return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

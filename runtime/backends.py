@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import BundleError, ConfigError
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "BACKENDS", "get_backend"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "BACKENDS", "get_backend", "session_options"]
 
 # provider -> the device string used in latency keys
 _DEVICES = {
@@ -65,6 +65,23 @@ def _provider_name(p: object) -> str:
     raise ConfigError(f"a provider must be a name or a (name, options) pair, got {p!r} "
                       "(e.g. 'CPUExecutionProvider' or ('CUDAExecutionProvider', {'device_id': 0}))")
 
+
+
+def session_options(threads: int | None = None, *, spin: bool = False):
+    """The ``SessionOptions`` every slimkit ONNX Runtime session uses (benchmarks' baselines too)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
+    # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.06x
+    # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts
 
 class OnnxRuntimeBackend:
     """One ONNX Runtime ``InferenceSession`` with latency-friendly options.
@@ -111,16 +128,7 @@ class OnnxRuntimeBackend:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
 
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
-        # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.1x
-        # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts = session_options(threads, spin=spin)
         try:
             sess = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own (non-slimkit) exception types
