@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from slimkit.runtime.errors import UnsupportedModelError
+from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 __all__ = ["ChannelGroup", "BlockStack", "Analysis", "analyze", "shrink", "Skip", "IndexMap", "take"]
 
@@ -78,6 +78,7 @@ class Analysis:
     stacks: list[BlockStack]
     frozen: list[tuple[str, str]] = field(default_factory=list)  # (root, reason) of groups kept full
     output_layers: tuple[str, ...] = ()
+    units: list[str] = field(default_factory=list)  # removable: shape-preserving blocks/layers, in run order
 
 
 class Skip(nn.Module):
@@ -185,20 +186,29 @@ def analyze(model: nn.Module, example_input: torch.Tensor, *, ignore: tuple[str,
         size = len(group[0].idxs)
         groups.append(ChannelGroup(root, size, _head_unit(model, members, size),
                                    tuple(dict.fromkeys(members)), tuple(dict.fromkeys(sources))))
-    return Analysis(groups, _stacks(model, example_input), frozen, outputs)
+    stacks, units = _stacks_and_units(model, example_input, outputs)
+    return Analysis(groups, stacks, frozen, outputs, units)
 
 
 def _signature(m: nn.Module) -> tuple:
     return (type(m),) + tuple((n, tuple(p.shape)) for n, p in m.state_dict().items())
 
 
-def _stacks(model: nn.Module, example_input: torch.Tensor) -> list[BlockStack]:
-    """Runs of identical, shape-preserving children; the first child of a run may change shape."""
-    shapes: dict[nn.Module, bool] = {}
+def _stacks_and_units(model: nn.Module, example_input: torch.Tensor, outputs: tuple[str, ...]):
+    """Stacks of identical shape-preserving children, and removable units.
+
+    A unit is a child of a Sequential/ModuleList that keeps its input's shape and holds a conv or
+    linear layer, so replacing it by :class:`Skip` leaves a valid model (a residual block, a
+    Transformer block, a same-width layer of an MLP). Units holding other units are left out in favour
+    of the finer ones; the output layer is never one.
+    """
+    preserving: dict[nn.Module, bool] = {}
+    order: list[nn.Module] = []
 
     def hook(mod, args, out):
         ok = bool(args) and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor)
-        shapes[mod] = shapes.get(mod, True) and ok and args[0].shape == out.shape
+        preserving[mod] = preserving.get(mod, True) and ok and args[0].shape == out.shape
+        order.append(mod)
 
     containers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))]
     hooks = [c.register_forward_hook(hook) for _, m in containers for c in m]
@@ -213,15 +223,24 @@ def _stacks(model: nn.Module, example_input: torch.Tensor) -> list[BlockStack]:
         run: list[int] = []
         for i, child in enumerate(children):
             same = run and _signature(child) == _signature(children[run[-1]])
-            if shapes.get(child) and same:
+            if preserving.get(child) and same:
                 run.append(i)
                 continue
             if len(run) > 1:
                 stacks.append(BlockStack(name, tuple(run)))
-            run = [i] if shapes.get(child) and any(True for _ in child.parameters()) else []
+            run = [i] if preserving.get(child) and any(True for _ in child.parameters()) else []
         if len(run) > 1:
             stacks.append(BlockStack(name, tuple(run)))
-    return stacks
+    names = {m: n for n, m in model.named_modules()}
+    first_run = {m: i for i, m in reversed(list(enumerate(order)))}
+    candidates = [
+        names[m] for m in first_run
+        if preserving.get(m) and any(isinstance(x, _ROOT_TYPES) for x in m.modules())
+        and not any(o == names[m] or o.startswith(names[m] + ".") for o in outputs)
+    ]
+    units = [u for u in candidates if not any(c.startswith(u + ".") for c in candidates)]
+    units.sort(key=lambda u: first_run[_get(model, u)])
+    return stacks, units
 
 
 def _index_of(values: torch.Tensor, full_shape: torch.Size) -> list:
@@ -243,12 +262,14 @@ def _index_of(values: torch.Tensor, full_shape: torch.Size) -> list:
 
 
 def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
-           keep: dict[str, int], depth: dict[str, int] | None = None) -> tuple[nn.Module, IndexMap]:
+           keep: dict[str, int], depth: dict[str, int] | None = None,
+           remove: tuple[str, ...] | list[str] = ()) -> tuple[nn.Module, IndexMap]:
     """A physically smaller copy of ``model`` and the map of its tensors into the full ones.
 
     Args:
         keep: channel group root -> channels to keep (a prefix of the group's channels).
         depth: block stack container -> blocks to keep from the start of the stack.
+        remove: names of units (``analysis.units``) to replace by :class:`Skip`.
 
     Returns:
         ``(small, index_map)``; ``small`` has garbage weights: fill them with :func:`take` slices.
@@ -259,6 +280,11 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
         n_keep = (depth or {}).get(stack.container, len(stack.indices))
         for i in stack.indices[n_keep:]:
             _set(probe, f"{stack.container}.{i}" if stack.container else str(i), Skip())
+    for name in remove:
+        if name not in analysis.units:
+            raise ConfigError(f"{name!r} is not a removable unit of {type(model).__name__}; "
+                              f"removable units: {analysis.units}")
+        _set(probe, name, Skip())
     graph = _build_graph(probe, example_input)
     # Tag every entry with its own flat index (float64 is exact to 2**53), prune, and read off which
     # entries survived: that is the index map. .double() keeps the Parameter objects the graph holds.

@@ -1,0 +1,135 @@
+"""N2N on tiny teachers and tiny settings: real training, real search, budgets, caching, resuming."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimkit.compress import Family, data, fit, graph, n2n, zoo
+from slimkit.compress.n2n import N2NConfig, _Search
+from slimkit.runtime.errors import ConfigError
+
+
+class VGGish(nn.Module):
+    """A plain CNN with pooling, no residuals: removal must find the same-width convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.MaxPool1d(2), nn.Conv1d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv1d(32, 32, 3, padding=1),
+            nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(-1))
+
+
+class DepthwiseNet(nn.Module):
+    """MobileNet-style inverted residual blocks in a Sequential."""
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.expand, self.dw = nn.Conv1d(c, 2 * c, 1), nn.Conv1d(2 * c, 2 * c, 3, padding=1, groups=2 * c)
+            self.project, self.bn = nn.Conv1d(2 * c, c, 1), nn.BatchNorm1d(c)
+
+        def forward(self, x):
+            return x + self.bn(self.project(F.relu(self.dw(F.relu(self.expand(x))))))
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(1, 16, 3, padding=1)
+        self.blocks = nn.Sequential(*[self.Block(16) for _ in range(3)])
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean(-1))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: zoo.build("rescnn", channels=(8, 16)), (2, 1, 40)),
+    (VGGish, (2, 1, 40)),
+    (DepthwiseNet, (2, 1, 40)),
+    (lambda: zoo.build("mlp", hidden=(64, 64, 64)), (2, 40)),
+    (lambda: zoo.build("transformer", d_model=32, ffn_dim=64), (2, 40, 1)),
+])
+def test_any_architecture_yields_removable_units_and_valid_students(make, shape):
+    model = make().eval()
+    x = torch.randn(*shape)
+    analysis = graph.analyze(model, x)
+    assert analysis.units, "nothing removable found"
+    # remove every other unit and shrink every group to its smallest: the student still runs
+    remove = analysis.units[::2]
+    gone = tuple(u + "." for u in remove)
+    keep = {g.root: g.keep(0.25) for g in analysis.groups if not g.root.startswith(gone)}
+    small, _ = graph.shrink(model, x, analysis, keep=keep, remove=remove)
+    assert small(x).shape == model(x).shape
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    splits = data.mnist1d(num_samples=1200, layout="channels", cache_dir=tmp_path_factory.mktemp("c"))
+    torch.manual_seed(0)
+    teacher = zoo.build("rescnn", channels=(16, 32), depths=(2, 2))
+    fit(teacher, splits.train, epochs=3, progress=False)
+    return splits, teacher
+
+
+def test_search_returns_a_pareto_family_within_budget(tiny, tmp_path):
+    splits, teacher = tiny
+    before = copy.deepcopy(teacher.state_dict())
+    fam = n2n(teacher, train=splits.train, val=splits.val, budget={"params": 0.5}, iterations=2, rollouts=3,
+              epochs=1, final_epochs=1, progress=False, seed=0, checkpoint=tmp_path / "ckpt")
+    assert isinstance(fam, Family) and len(fam) >= 1
+    t_params = fam.source["params"]
+    for v in fam:
+        assert v.params <= 0.5 * t_params  # the budget is a hard limit
+        assert 0.0 <= v.metrics["accuracy"] <= 1.0
+        assert set(v.config) >= {"remove", "channels", "n2n"}
+    accs = [v.metrics["accuracy"] for v in fam]
+    assert max(accs) > 0.3  # trained students, not noise (chance 0.1)
+    for k, v in teacher.state_dict().items():  # the teacher is never modified
+        assert torch.equal(v, before[k])
+    # resuming from the finished checkpoint trains nothing new and gives the same family
+    again = n2n(teacher, train=splits.train, val=splits.val, budget={"params": 0.5}, iterations=2, rollouts=3,
+                epochs=1, final_epochs=1, progress=False, seed=0, checkpoint=tmp_path / "ckpt")
+    assert again.names == fam.names
+    # the family saves and rebuilds (zoo teacher: no model needed)
+    fam.save(tmp_path / "fam")
+    loaded = Family.load(tmp_path / "fam")
+    x = splits.example_input
+    torch.testing.assert_close(loaded.largest.model(x), fam.largest.model(x), rtol=0, atol=0)
+
+
+def test_rewards_are_cached_and_invalid_students_score_minus_one(tiny):
+    splits, teacher = tiny
+    x = splits.example_input
+    search = _Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0), progress=False)
+    arch = {"remove": search.analysis.units[:1], "channels": {}}
+    first = search.score(arch)
+    assert search.score(arch) is first  # cached by architecture
+    assert first.reward > 0 and first.cost["params"] < 1
+    bad = search.score({"remove": ["no.such.module"], "channels": {}})
+    assert bad.reward == -1.0 and "no.such.module" in bad.error
+
+
+def test_bad_input_raises_clear_errors(tiny):
+    splits, teacher = tiny
+    kw = dict(train=splits.train, val=splits.val, iterations=1, rollouts=1, progress=False)
+    with pytest.raises(ConfigError, match="cost='flops' is not one of"):
+        n2n(teacher, cost="flops", **kw)
+    with pytest.raises(ConfigError, match="cannot be met: the smallest student"):
+        n2n(teacher, budget={"params": 0.0001}, **kw)
+    with pytest.raises(ConfigError, match="budget"):
+        n2n(teacher, budget={"params": 1.5}, **kw)
+    with pytest.raises(ConfigError, match="does not run on example_input"):
+        n2n(teacher, example_input=torch.randn(2, 3, 40), **kw)
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 1, 40), torch.zeros(0)))
+    with pytest.raises(ConfigError, match="empty"):
+        n2n(teacher, train=empty, val=splits.val, iterations=1, progress=False)
