@@ -41,8 +41,10 @@ from slimkit.policies import (
     Reinforce,
     RemovalPolicy,
     ShrinkPolicy,
+    load_policy,
     normalize_table,
     reward,
+    save_policy,
 )
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
@@ -140,7 +142,7 @@ class _Search:
             self.cache[k] = st
             return st
         cost = {"params": count_params(student) / self.teacher_cost["params"],
-                "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}
+                "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}  # as cost_of, one build
         st = _Student(arch, cost)
         over = max((cost[n] / b for n, b in self.cfg.budget.items()), default=0.0)
         if over > 1.0:  # over budget: never trained, scored below every valid student
@@ -183,12 +185,42 @@ class _Search:
             rows.append(_row(root, position=(first, last), total=total, outputs=g.size, coupled=len(g.members)))
         return normalize_table(np.array(rows, dtype=np.float64))
 
-    def smallest_cost(self) -> dict[str, float]:
-        remove = list(self.analysis.units)
-        student = self.build({"remove": remove, "channels": {
-            g.root: g.keep(self.cfg.ratios[0]) for g in self.shrink_rows(remove)}})
+    def arch(self, remove: list[str], levels: list[int] | None) -> dict:
+        """An architecture from removed units and one ratio index per remaining group (None: all 1.0)."""
+        groups = self.shrink_rows(remove)
+        top = len(self.cfg.ratios) - 1
+        levels = [top] * len(groups) if levels is None else levels
+        return {"remove": list(remove), "channels": {
+            g.root: g.keep(self.cfg.ratios[i]) for g, i in zip(groups, levels) if i < top}}
+
+    def cost_of(self, arch: dict) -> dict[str, float]:
+        student = self.build(arch)
         return {"params": count_params(student) / self.teacher_cost["params"],
                 "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}
+
+    def fit_budget(self, remove: list[str], levels: list[int] | None) -> dict:
+        """Project a sampled action onto the budget, like AMC's action clipping: lower every group's
+        ratio by the fewest equal steps that make the student fit. The policy is still credited with
+        the action it sampled; the reward is that of the student actually built."""
+        groups = self.shrink_rows(remove)
+        top = len(self.cfg.ratios) - 1
+        levels = [top] * len(groups) if levels is None else list(levels)
+        arch = self.arch(remove, levels)
+        if not self.cfg.budget:
+            return arch
+        for step in range(top + 1):
+            arch = self.arch(remove, [max(0, i - step) for i in levels])
+            try:
+                cost = self.cost_of(arch)
+            except Exception:
+                return arch  # invalid: score() reports it
+            if all(cost[n] <= b for n, b in self.cfg.budget.items()):
+                return arch
+        return arch  # still over budget at the smallest ratios: score() ranks it below valid students
+
+    def smallest_cost(self) -> dict[str, float]:
+        remove = list(self.analysis.units)
+        return self.cost_of(self.arch(remove, [0] * len(self.shrink_rows(remove))))
 
 
 def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: int | None = None,
@@ -220,7 +252,8 @@ def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: i
 def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[str, float] | None = None,
         cost: str = "params", iterations: int = 10, rollouts: int = 5, epochs: int = 1,
         example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-        checkpoint: str | os.PathLike | None = None, **options) -> Family:
+        checkpoint: str | os.PathLike | None = None, policies: str | os.PathLike | None = None,
+        **options) -> Family:
     """Compress ``teacher`` with N2N (arXiv 1709.06030): an RL search over layer removal and shrinkage.
 
     Args:
@@ -233,6 +266,10 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show iteration, best reward and best student; seed: seeds everything.
         checkpoint: a directory; the search saves its state there every iteration and resumes from it.
+            It also holds the trained policies (``policy-remove/``, ``policy-shrink/``).
+        policies: a directory holding ``policy-remove/`` and/or ``policy-shrink/`` saved by another search
+            (its checkpoint), to start from them: transfer, e.g. from a shallower teacher (the policies do
+            not depend on the number of layers).
         **options: the rest of :class:`N2NConfig` (``final_epochs``, ``ratios``, ``max_variants``, ...).
 
     Returns:
@@ -271,7 +308,7 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
             raise ConfigError(f"budget {{{k!r}: {b}}} cannot be met: the smallest student this search can build "
                               f"has {k} = {floor[k]:.4f} of the teacher's; raise the budget to at least that")
     state = _Checkpoint(checkpoint, cfg)
-    _run_search(search, state)
+    _run_search(search, state, Path(policies) if policies is not None else None)
     return _pareto_family(search, teacher, cfg)
 
 
@@ -294,6 +331,7 @@ class _Checkpoint:
         self.path.mkdir(parents=True, exist_ok=True)
         for name, tr in trainers.items():
             tr.save(self.path / name)
+            save_policy(tr.policy, self.path / f"policy-{name}")  # for transfer to another teacher
         self.data["config"] = _cfg_json(self.cfg)
         self.data["cache"] = {k: vars(s) for k, s in search.cache.items()}
         tmp = self.path / "state.json.tmp"
@@ -313,11 +351,18 @@ def _cfg_json(cfg: N2NConfig) -> dict:
     return json.loads(json.dumps(vars(cfg)))
 
 
-def _run_search(search: _Search, state: _Checkpoint) -> None:
+def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -> None:
     cfg = search.cfg
     rng = torch.Generator().manual_seed(cfg.seed)
-    trainers = {"remove": Reinforce(RemovalPolicy(N_FEATURES), lr=cfg.policy_lr),
-                "shrink": Reinforce(ShrinkPolicy(N_FEATURES, ratios=cfg.ratios), lr=cfg.policy_lr)}
+    start = {"remove": RemovalPolicy(N_FEATURES), "shrink": ShrinkPolicy(N_FEATURES, ratios=cfg.ratios)}
+    for name in start:
+        if init is not None and (init / f"policy-{name}").is_dir():
+            start[name] = load_policy(init / f"policy-{name}")
+    if init is not None and not any((init / f"policy-{n}").is_dir() for n in start):
+        raise ConfigError(f"policies={str(init)!r} holds neither policy-remove/ nor policy-shrink/; pass the "
+                          "checkpoint directory of an earlier n2n search")
+    # a small entropy bonus: plain REINFORCE became confident after ~40 updates on the toy envs
+    trainers = {name: Reinforce(policy, lr=cfg.policy_lr, entropy_coef=0.01) for name, policy in start.items()}
     state.restore(trainers, search)
     units = search.analysis.units
     stages = (["remove"] if units else []) + ["shrink"]
@@ -333,7 +378,7 @@ def _run_search(search: _Search, state: _Checkpoint) -> None:
                 table = search.removal_table()
                 ro = trainers["remove"].policy.sample(table, np.zeros(len(units), bool), generator=rng)
                 remove = [u for u, keep in zip(units, ro.actions) if not keep]
-                arch = {"remove": remove, "channels": {}}
+                levels = None  # every group at full width
             else:
                 remove = state.data["best_remove"]
                 groups = search.shrink_rows(remove)
@@ -341,10 +386,9 @@ def _run_search(search: _Search, state: _Checkpoint) -> None:
                     break
                 ro = trainers["shrink"].policy.sample(search.shrink_table(groups), np.zeros(len(groups), bool),
                                                       generator=rng)
-                arch = {"remove": remove, "channels": {
-                    g.root: g.keep(cfg.ratios[i]) for g, i in zip(groups, ro.actions) if cfg.ratios[i] < 1.0}}
+                levels = [int(i) for i in ro.actions]
             rollouts.append(ro)
-            rewards.append(search.score(arch).reward)
+            rewards.append(search.score(search.fit_budget(remove, levels)).reward)
         if rollouts:
             trainers[stage].update(rollouts, rewards)
         best = max(search.cache.values(), key=lambda s: s.reward)
@@ -353,9 +397,8 @@ def _run_search(search: _Search, state: _Checkpoint) -> None:
                             best_cost=f"{best.cost.get(cfg.cost, float('nan')):.3f}")
         state.data["iteration"] += 1
         if state.data["iteration"] >= cfg.iterations and stage == "remove":
-            stage_best = max((s for s in search.cache.values() if not s.arch["channels"]),
-                             key=lambda s: s.reward)
-            state.data.update(stage="shrink", iteration=0, best_remove=stage_best.arch["remove"])
+            # every student so far came from stage 1: keep the removal set of the best one
+            state.data.update(stage="shrink", iteration=0, best_remove=best.arch["remove"])
         state.save(trainers, search)
 
 

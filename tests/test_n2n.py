@@ -133,3 +133,15 @@ def test_bad_input_raises_clear_errors(tiny):
     empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 1, 40), torch.zeros(0)))
     with pytest.raises(ConfigError, match="empty"):
         n2n(teacher, train=empty, val=splits.val, iterations=1, progress=False)
+
+
+def test_policies_transfer_to_a_deeper_teacher(tiny, tmp_path):
+    splits, teacher = tiny
+    kw = dict(val=splits.val, iterations=1, rollouts=2, epochs=0, final_epochs=1, progress=False)
+    n2n(teacher, train=splits.train, checkpoint=tmp_path / "shallow", **kw)
+    assert (tmp_path / "shallow" / "policy-remove" / "weights.safetensors").is_file()
+    deeper = zoo.build("rescnn", channels=(16, 32), depths=(3, 3))  # more rows in the layer table
+    fam = n2n(deeper, train=splits.train, policies=tmp_path / "shallow", **kw)
+    assert len(fam) >= 1
+    with pytest.raises(ConfigError, match="neither policy-remove"):
+        n2n(deeper, train=splits.train, policies=tmp_path, **kw)
