@@ -117,6 +117,7 @@ class _Search:
         self.teacher_cost = {"params": count_params(teacher), "macs": count_macs(teacher, x)}
         self.teacher_acc = evaluate(teacher, val)["accuracy"]
         self.cache: dict[str, _Student] = {}
+        self.costs: dict[str, dict[str, float]] = {}
 
     # -- architectures ----------------------------------------------------------------------------------
     @staticmethod
@@ -141,8 +142,8 @@ class _Search:
             st = _Student(arch, {}, error=f"{type(e).__name__}: {e}")
             self.cache[k] = st
             return st
-        cost = {"params": count_params(student) / self.teacher_cost["params"],
-                "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}  # as cost_of, one build
+        cost = self._cost(student)
+        self.costs[k] = cost
         st = _Student(arch, cost)
         over = max((cost[n] / b for n, b in self.cfg.budget.items()), default=0.0)
         if over > 1.0:  # over budget: never trained, scored below every valid student
@@ -182,7 +183,7 @@ class _Search:
             root = self.teacher.get_submodule(g.root)
             first = min(order[m] for m in g.members if m in order)
             last = max(order[m] for m in g.members if m in order)
-            rows.append(_row(root, position=(first, last), total=total, outputs=g.size, coupled=len(g.members)))
+            rows.append(_row(root, position=(first, last), total=total, outputs=g.size))
         return normalize_table(np.array(rows, dtype=np.float64))
 
     def arch(self, remove: list[str], levels: list[int] | None) -> dict:
@@ -193,10 +194,16 @@ class _Search:
         return {"remove": list(remove), "channels": {
             g.root: g.keep(self.cfg.ratios[i]) for g, i in zip(groups, levels) if i < top}}
 
-    def cost_of(self, arch: dict) -> dict[str, float]:
-        student = self.build(arch)
+    def _cost(self, student: nn.Module) -> dict[str, float]:
         return {"params": count_params(student) / self.teacher_cost["params"],
                 "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}
+
+    def cost_of(self, arch: dict) -> dict[str, float]:
+        """Cost ratios of an architecture to the teacher (memoised: projection asks for many)."""
+        k = self.key(arch)
+        if k not in self.costs:
+            self.costs[k] = self._cost(self.build(arch))
+        return self.costs[k]
 
     def fit_budget(self, remove: list[str], levels: list[int] | None) -> dict:
         """Project a sampled action onto the budget, like AMC's action clipping: lower every group's
@@ -223,8 +230,7 @@ class _Search:
         return self.cost_of(self.arch(remove, [0] * len(self.shrink_rows(remove))))
 
 
-def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: int | None = None,
-         coupled: int = 1) -> list[float]:
+def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: int | None = None) -> list[float]:
     """One raw layer-table row: (type, kernel, stride, padding, outputs, skip_start, skip_end, params)."""
     leaves = [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     first = leaves[0] if leaves else module
@@ -243,7 +249,6 @@ def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: i
     if outputs is None:
         last = leaves[-1] if leaves else module
         outputs = getattr(last, "out_channels", getattr(last, "out_features", 0))
-    del coupled  # the group's coupling shows in skip_start / skip_end
     params = sum(p.numel() for p in module.parameters())
     return [LAYER_TYPES.index(kind), kernel, stride, padding, float(outputs),
             position[0] / total, position[1] / total, math.log1p(params)]
