@@ -26,6 +26,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class N2NConfig:
 
     cost: str = "params"
     budget: dict[str, float] = field(default_factory=dict)
+    custom_cost: str = ""  # the name of a user cost function (e.g. "latency"), when one is given
     iterations: int = 10
     rollouts: int = 5
     epochs: int = 1
@@ -78,13 +80,15 @@ class N2NConfig:
     version: int = 1
 
     def __post_init__(self):
-        if self.cost not in COSTS:
-            raise ConfigError(f"cost={self.cost!r} is not one of {COSTS} (or pass a callable module -> cost)")
+        names = COSTS + ((self.custom_cost,) if self.custom_cost else ())
+        if self.cost not in names:
+            raise ConfigError(f"cost={self.cost!r} is not one of {names}; or pass a callable module -> cost, "
+                              "e.g. slimkit.export.latency_cost(example_input)")
         if not isinstance(self.budget, dict):
             raise ConfigError(f"budget must be a dict such as {{'params': 0.2}}, got {self.budget!r}")
         for k, v in self.budget.items():
-            if k not in COSTS or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {COSTS} and values fractions of "
+            if k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {names} and values fractions of "
                                   "the teacher's cost in (0, 1], e.g. {'params': 0.2}")
         for name in ("iterations", "rollouts", "final_epochs", "max_variants"):
             v = getattr(self, name)
@@ -110,11 +114,12 @@ class _Search:
     """Builds, trains and scores students of one teacher; caches them by architecture."""
 
     def __init__(self, teacher: nn.Module, x: torch.Tensor, train: DataLoader, val: DataLoader,
-                 config: N2NConfig, progress: bool):
+                 config: N2NConfig, progress: bool, measure: Callable[[nn.Module], float] | None = None):
         self.teacher = teacher  # channels already sorted by importance (a copy of the user's model)
         self.x, self.train, self.val, self.cfg, self.progress = x, train, val, config, progress
+        self.measure = measure  # the user's cost function, named config.custom_cost
         self.analysis = graph.analyze(teacher, x)
-        self.teacher_cost = {"params": count_params(teacher), "macs": count_macs(teacher, x)}
+        self.teacher_cost = self._absolute(teacher)
         self.teacher_acc = evaluate(teacher, val)["accuracy"]
         self.cache: dict[str, _Student] = {}
         self.costs: dict[str, dict[str, float]] = {}
@@ -194,15 +199,21 @@ class _Search:
         return {"remove": list(remove), "channels": {
             g.root: g.keep(self.cfg.ratios[i]) for g, i in zip(groups, levels) if i < top}}
 
-    def _cost(self, student: nn.Module) -> dict[str, float]:
-        return {"params": count_params(student) / self.teacher_cost["params"],
-                "macs": count_macs(student, self.x) / self.teacher_cost["macs"]}
+    def _absolute(self, module: nn.Module, measure: bool = True) -> dict[str, float]:
+        cost = {"params": count_params(module), "macs": count_macs(module, self.x)}
+        if measure and self.measure is not None:
+            cost[self.cfg.custom_cost] = float(self.measure(module))
+        return cost
+
+    def _cost(self, student: nn.Module, measure: bool = True) -> dict[str, float]:
+        return {k: v / self.teacher_cost[k] for k, v in self._absolute(student, measure).items()}
 
     def cost_of(self, arch: dict) -> dict[str, float]:
-        """Cost ratios of an architecture to the teacher (memoised: projection asks for many)."""
+        """Cost ratios of an architecture to the teacher, as far as the budget needs them (memoised:
+        projection asks for many; a measured cost such as latency is taken only if the budget names it)."""
         k = self.key(arch)
         if k not in self.costs:
-            self.costs[k] = self._cost(self.build(arch))
+            self.costs[k] = self._cost(self.build(arch), measure=self.cfg.custom_cost in self.cfg.budget)
         return self.costs[k]
 
     def fit_budget(self, remove: list[str], levels: list[int] | None) -> dict:
@@ -255,7 +266,8 @@ def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: i
 
 
 def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[str, float] | None = None,
-        cost: str = "params", iterations: int = 10, rollouts: int = 5, epochs: int = 1,
+        cost: str | Callable[[nn.Module], float] = "params", iterations: int = 10, rollouts: int = 5,
+        epochs: int = 1,
         example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
         checkpoint: str | os.PathLike | None = None, policies: str | os.PathLike | None = None,
         **options) -> Family:
@@ -265,7 +277,9 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
         teacher: a trained classifier; never modified.
         train: loader for the students' distillation; val: loader that scores them (never the test set).
         budget: hard limits as fractions of the teacher's cost, e.g. ``{"params": 0.2}``.
-        cost: what the reward's compression term counts: ``"params"`` or ``"macs"``.
+        cost: what the reward's compression term counts: ``"params"``, ``"macs"``, or a callable
+            ``module -> float`` such as ``slimkit.export.latency_cost(x)`` (named by its ``cost_name``
+            attribute, which ``budget`` may then use: ``{"latency": 0.3}``).
         iterations: policy updates per stage; rollouts: students sampled per update.
         epochs: distillation epochs per sampled student (short: weights are inherited).
         example_input: one input batch; taken from ``train`` when omitted.
@@ -283,6 +297,11 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
     Example:
         >>> fam = n2n(teacher, train=splits.train, val=splits.val, budget={"params": 0.2}, iterations=8)
     """
+    measure = None
+    if callable(cost):
+        measure = cost
+        cost = getattr(cost, "cost_name", getattr(cost, "__name__", "custom"))
+        options["custom_cost"] = cost
     cfg = N2NConfig(cost=cost, budget=dict(budget or {}), iterations=iterations, rollouts=rollouts,
                     epochs=epochs, seed=seed, **options)
     if not isinstance(teacher, nn.Module):
@@ -306,7 +325,7 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
     if not analysis.units and not analysis.groups:
         raise UnsupportedModelError(f"N2N found nothing to remove or shrink in {type(teacher).__name__}")
     sort_channels(work, example_input, analysis)
-    search = _Search(work, example_input, train, val, cfg, progress)
+    search = _Search(work, example_input, train, val, cfg, progress, measure)
     floor = search.smallest_cost()
     for k, b in cfg.budget.items():
         if b < floor[k]:

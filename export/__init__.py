@@ -14,9 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["to_onnx", "bundle"]
+__all__ = ["to_onnx", "bundle", "latency_cost"]
 
-_VERBS = {"to_onnx": ".onnx", "bundle": ".bundler"}
+_VERBS = {"to_onnx": ".onnx", "bundle": ".bundler", "latency_cost": ".latency"}
 
 
 def __getattr__(name: str) -> Any:

@@ -145,3 +145,17 @@ def test_policies_transfer_to_a_deeper_teacher(tiny, tmp_path):
     assert len(fam) >= 1
     with pytest.raises(ConfigError, match="neither policy-remove"):
         n2n(deeper, train=splits.train, policies=tmp_path, **kw)
+
+
+def test_measured_onnxruntime_latency_can_be_the_cost(tiny):
+    from slimkit.export import latency_cost
+
+    splits, teacher = tiny
+    measure = latency_cost(splits.example_input, repeats=5, warmup=1)
+    assert measure(teacher) > 0  # milliseconds through a real onnxruntime session
+    fam = n2n(teacher, train=splits.train, val=splits.val, cost=measure, budget={"params": 0.6}, iterations=1,
+              rollouts=1, epochs=0, final_epochs=1, progress=False)
+    for v in fam:
+        assert v.config["n2n"]["cost"] == "latency" and v.params <= 0.6 * fam.source["params"]
+    with pytest.raises(ConfigError, match="keys must be in"):
+        n2n(teacher, train=splits.train, val=splits.val, budget={"latency": 0.5}, iterations=1, progress=False)
