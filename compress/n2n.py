@@ -324,6 +324,10 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
     analysis = graph.analyze(work, example_input)
     if not analysis.units and not analysis.groups:
         raise UnsupportedModelError(f"N2N found nothing to remove or shrink in {type(teacher).__name__}")
+    if analysis.frozen:
+        kept = "; ".join(f"{root} ({why})" for root, why in analysis.frozen)
+        warnings.warn(f"N2N keeps {len(analysis.frozen)} channel group(s) of {type(teacher).__name__} at full "
+                      f"width: {kept}", stacklevel=2)
     sort_channels(work, example_input, analysis)
     search = _Search(work, example_input, train, val, cfg, progress, measure)
     floor = search.smallest_cost()

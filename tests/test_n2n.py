@@ -159,3 +159,21 @@ def test_measured_onnxruntime_latency_can_be_the_cost(tiny):
         assert v.config["n2n"]["cost"] == "latency" and v.params <= 0.6 * fam.source["params"]
     with pytest.raises(ConfigError, match="keys must be in"):
         n2n(teacher, train=splits.train, val=splits.val, budget={"latency": 0.5}, iterations=1, progress=False)
+
+
+def test_a_crash_inside_student_training_is_reported_not_fatal(tiny):
+    splits, teacher = tiny
+    x, y = next(iter(splits.train))
+    bad = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.full_like(y, 99)), batch_size=32)
+    with pytest.warns(UserWarning, match="failed to train"):
+        with pytest.raises(Exception, match="no valid student"):
+            n2n(teacher, train=bad, val=splits.val, iterations=1, rollouts=2, epochs=1, progress=False)
+
+
+def test_structures_left_untouched_are_named_in_a_warning():
+    model = zoo.build("transformer", d_model=32, ffn_dim=64)
+    splits_x = torch.randn(64, 40, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(splits_x, torch.randint(0, 10, (64,))),
+                                         batch_size=32)
+    with pytest.warns(UserWarning, match="full width: .*LayerNorm"):
+        n2n(model, train=loader, val=loader, iterations=1, rollouts=1, epochs=0, final_epochs=1, progress=False)
