@@ -1,0 +1,232 @@
+"""The student side of N2N: configuration, building students from the teacher, scoring them, the layer
+tables the policies read, and the projection of sampled actions onto the budget (see ``n2n.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from slimkit.policies import INVALID_REWARD, LAYER_TYPES, normalize_table, reward
+from slimkit.runtime.errors import ConfigError
+
+from . import graph
+from .cost import count_macs, count_params
+from .train import evaluate, fit
+
+__all__ = ["N2NConfig", "COSTS", "RATIOS"]
+
+COSTS = ("params", "macs")
+RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass
+class N2NConfig:
+    """Options of :func:`n2n` (stored with every variant as its recipe)."""
+
+    cost: str = "params"
+    budget: dict[str, float] = field(default_factory=dict)
+    custom_cost: str = ""  # the name of a user cost function (e.g. "latency"), when one is given
+    iterations: int = 10
+    rollouts: int = 5
+    epochs: int = 1
+    final_epochs: int = 5
+    max_variants: int = 6
+    ratios: tuple[float, ...] = RATIOS
+    lr: float = 3e-3
+    policy_lr: float = 3e-3
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self):
+        names = COSTS + ((self.custom_cost,) if self.custom_cost else ())
+        if self.cost not in names:
+            raise ConfigError(f"cost={self.cost!r} is not one of {names}; or pass a callable module -> cost, "
+                              "e.g. slimkit.export.latency_cost(example_input)")
+        if not isinstance(self.budget, dict):
+            raise ConfigError(f"budget must be a dict such as {{'params': 0.2}}, got {self.budget!r}")
+        for k, v in self.budget.items():
+            if k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {names} and values fractions of "
+                                  "the teacher's cost in (0, 1], e.g. {'params': 0.2}")
+        for name in ("iterations", "rollouts", "final_epochs", "max_variants"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"epochs must be an int >= 0, got {self.epochs!r}")
+        self.ratios = tuple(sorted(float(r) for r in self.ratios))
+        if not self.ratios or self.ratios[-1] != 1.0 or self.ratios[0] <= 0:
+            raise ConfigError(f"ratios must be fractions in (0, 1] that include 1.0, got {self.ratios}")
+
+
+@dataclass
+class _Student:
+    arch: dict
+    cost: dict[str, float]       # ratio to the teacher per cost name
+    accuracy: float = float("nan")
+    reward: float = INVALID_REWARD
+    error: str | None = None
+
+
+class _Search:
+    """Builds, trains and scores students of one teacher; caches them by architecture."""
+
+    def __init__(self, teacher: nn.Module, x: torch.Tensor, train: DataLoader, val: DataLoader,
+                 config: N2NConfig, progress: bool, measure: Callable[[nn.Module], float] | None = None):
+        self.teacher = teacher  # channels already sorted by importance (a copy of the user's model)
+        self.x, self.train, self.val, self.cfg, self.progress = x, train, val, config, progress
+        self.measure = measure  # the user's cost function, named config.custom_cost
+        self.analysis = graph.analyze(teacher, x)
+        self.teacher_cost = self._absolute(teacher)
+        self.teacher_acc = evaluate(teacher, val)["accuracy"]
+        self.cache: dict[str, _Student] = {}
+        self.costs: dict[str, dict[str, float]] = {}
+
+    # -- architectures ----------------------------------------------------------------------------------
+    @staticmethod
+    def key(arch: dict) -> str:
+        return hashlib.sha1(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
+
+    def build(self, arch: dict) -> nn.Module:
+        small, index_map = graph.shrink(self.teacher, self.x, self.analysis, keep=arch["channels"],
+                                        remove=arch["remove"])
+        state = self.teacher.state_dict()
+        small.load_state_dict({n: graph.take(state[n], spec).clone() for n, spec in index_map.items()},
+                              strict=False)
+        return small
+
+    def score(self, arch: dict) -> _Student:
+        k = self.key(arch)
+        if k in self.cache:
+            return self.cache[k]
+        try:
+            student = self.build(arch)
+        except Exception as e:  # an invalid sampled student scores -1; the search goes on
+            st = _Student(arch, {}, error=f"{type(e).__name__}: {e}")
+            self.cache[k] = st
+            return st
+        cost = self._cost(student)
+        self.costs[k] = cost
+        st = _Student(arch, cost)
+        over = max((cost[n] / b for n, b in self.cfg.budget.items()), default=0.0)
+        if over > 1.0:  # over budget: never trained, scored below every valid student
+            st.reward = max(INVALID_REWARD, -min(1.0, over - 1.0))
+        else:
+            try:
+                if self.cfg.epochs:
+                    fit(student, self.train, epochs=self.cfg.epochs, lr=self.cfg.lr, teacher=self.teacher,
+                        progress=False, seed=self.cfg.seed)
+                st.accuracy = evaluate(student, self.val)["accuracy"]
+                st.reward = reward(cost[self.cfg.cost], st.accuracy, self.teacher_acc)
+            except Exception as e:  # a crash inside one student's training is reported, not fatal
+                st.error = f"{type(e).__name__}: {e}"
+                warnings.warn(f"N2N student {k} failed to train and scores {INVALID_REWARD}: {st.error}",
+                              stacklevel=2)
+        self.cache[k] = st
+        return st
+
+    # -- layer tables ----------------------------------------------------------------------------------
+    def removal_table(self) -> np.ndarray:
+        rows, n = [], len(self.analysis.units)
+        for i, name in enumerate(self.analysis.units):
+            unit = self.teacher.get_submodule(name)
+            rows.append(_row(unit, position=(i, i + 1), total=max(n, 1)))
+        return normalize_table(np.array(rows, dtype=np.float64))
+
+    def shrink_rows(self, remove: list[str]) -> list[graph.ChannelGroup]:
+        gone = tuple(u + "." for u in remove)
+        return [g for g in self.analysis.groups
+                if any(not (s + ".").startswith(gone) and s not in remove for s in g.sources)]
+
+    def shrink_table(self, groups: list[graph.ChannelGroup]) -> np.ndarray:
+        order = {n: i for i, (n, _) in enumerate(self.teacher.named_modules())}
+        total = max(len(order), 1)
+        rows = []
+        for g in groups:
+            root = self.teacher.get_submodule(g.root)
+            first = min(order[m] for m in g.members if m in order)
+            last = max(order[m] for m in g.members if m in order)
+            rows.append(_row(root, position=(first, last), total=total, outputs=g.size))
+        return normalize_table(np.array(rows, dtype=np.float64))
+
+    def arch(self, remove: list[str], levels: list[int] | None) -> dict:
+        """An architecture from removed units and one ratio index per remaining group (None: all 1.0)."""
+        groups = self.shrink_rows(remove)
+        top = len(self.cfg.ratios) - 1
+        levels = [top] * len(groups) if levels is None else levels
+        return {"remove": list(remove), "channels": {
+            g.root: g.keep(self.cfg.ratios[i]) for g, i in zip(groups, levels) if i < top}}
+
+    def _absolute(self, module: nn.Module, measure: bool = True) -> dict[str, float]:
+        cost = {"params": count_params(module), "macs": count_macs(module, self.x)}
+        if measure and self.measure is not None:
+            cost[self.cfg.custom_cost] = float(self.measure(module))
+        return cost
+
+    def _cost(self, student: nn.Module, measure: bool = True) -> dict[str, float]:
+        return {k: v / self.teacher_cost[k] for k, v in self._absolute(student, measure).items()}
+
+    def cost_of(self, arch: dict) -> dict[str, float]:
+        """Cost ratios of an architecture to the teacher, as far as the budget needs them (memoised:
+        projection asks for many; a measured cost such as latency is taken only if the budget names it)."""
+        k = self.key(arch)
+        if k not in self.costs:
+            self.costs[k] = self._cost(self.build(arch), measure=self.cfg.custom_cost in self.cfg.budget)
+        return self.costs[k]
+
+    def fit_budget(self, remove: list[str], levels: list[int] | None) -> dict:
+        """Project a sampled action onto the budget, like AMC's action clipping: lower every group's
+        ratio by the fewest equal steps that make the student fit. The policy is still credited with
+        the action it sampled; the reward is that of the student actually built."""
+        groups = self.shrink_rows(remove)
+        top = len(self.cfg.ratios) - 1
+        levels = [top] * len(groups) if levels is None else list(levels)
+        arch = self.arch(remove, levels)
+        if not self.cfg.budget:
+            return arch
+        for step in range(top + 1):
+            arch = self.arch(remove, [max(0, i - step) for i in levels])
+            try:
+                cost = self.cost_of(arch)
+            except Exception:
+                return arch  # invalid: score() reports it
+            if all(cost[n] <= b for n, b in self.cfg.budget.items()):
+                return arch
+        return arch  # still over budget at the smallest ratios: score() ranks it below valid students
+
+    def smallest_cost(self) -> dict[str, float]:
+        remove = list(self.analysis.units)
+        return self.cost_of(self.arch(remove, [0] * len(self.shrink_rows(remove))))
+
+
+def _row(module: nn.Module, *, position: tuple[int, int], total: int, outputs: int | None = None) -> list[float]:
+    """One raw layer-table row: (type, kernel, stride, padding, outputs, skip_start, skip_end, params)."""
+    leaves = [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    first = leaves[0] if leaves else module
+    if isinstance(module, nn.modules.conv._ConvNd):
+        kind = "conv"
+    elif isinstance(module, nn.Linear):
+        kind = "linear"
+    elif any(hasattr(m, "head_dim") or hasattr(m, "num_heads") for m in module.modules()):
+        kind = "attention"
+    else:
+        kind = "block" if len(leaves) > 1 else "other"
+    kernel = float(np.prod(getattr(first, "kernel_size", (1,))))
+    stride = float(np.prod(getattr(first, "stride", (1,))))
+    padding = getattr(first, "padding", (0,))
+    padding = float(np.prod(padding)) if isinstance(padding, tuple) else 0.0
+    if outputs is None:
+        last = leaves[-1] if leaves else module
+        outputs = getattr(last, "out_channels", getattr(last, "out_features", 0))
+    params = sum(p.numel() for p in module.parameters())
+    return [LAYER_TYPES.index(kind), kernel, stride, padding, float(outputs),
+            position[0] / total, position[1] / total, math.log1p(params)]
