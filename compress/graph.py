@@ -245,7 +245,7 @@ def _stacks_and_units(model: nn.Module, example_input: torch.Tensor, outputs: tu
 
 def _index_of(values: torch.Tensor, full_shape: torch.Size) -> list:
     """Per-dim kept indices of a tensor whose entries were its own flat indices before pruning."""
-    flat = values.round().long()
+    flat = values.detach().cpu().round().long()  # index maps live on the CPU
     strides = torch.tensor(list(torch.empty(full_shape).stride()), dtype=torch.long)
     spec = []
     recon = torch.zeros_like(flat)
@@ -334,5 +334,5 @@ def take(tensor: torch.Tensor, spec: list) -> torch.Tensor:
             if s != tensor.shape[d]:
                 tensor = tensor.narrow(d, 0, s)
         else:
-            tensor = tensor.index_select(d, s)
+            tensor = tensor.index_select(d, s.to(tensor.device))
     return tensor

@@ -251,7 +251,9 @@ class SortedNet(nn.Module):
             params = dict(self.model.named_parameters())
             bar = progress_bar(range(epochs * steps), enabled=progress, desc="sortednet", total=epochs * steps)
             batches = (b for _ in range(epochs) for b in train)
+            device = next(self.model.parameters()).device
             for _, (x, y) in zip(bar, batches):
+                x, y = x.to(device), y.to(device)
                 opt.zero_grad(set_to_none=True)
                 plan = self._plan_step(rng)
                 soft = None
@@ -277,7 +279,8 @@ class SortedNet(nn.Module):
         """Recompute each sub-network's BatchNorm statistics (cumulative average) on the first
         ``calibration_batches`` batches of ``loader``; every sub-network sees the same batches."""
         params = {n: p.detach() for n, p in self.model.named_parameters()}
-        batches = [x for _, (x, _y) in zip(range(self.config.calibration_batches), loader)]
+        device = next(self.model.parameters()).device
+        batches = [x.to(device) for _, (x, _y) in zip(range(self.config.calibration_batches), loader)]
         for key in self.menu:
             sub = self._sub(key)
             bns = [(n, m) for n, m in sub.skeleton.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
