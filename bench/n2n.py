@@ -54,10 +54,12 @@ SETUP = {
 }
 N2N_KW = SETUP["n2n"]
 FINAL_EPOCHS = N2N_KW["final_epochs"]
-BUDGETS = {0.05: "20x", 0.02: "50x", 0.01: "100x"}
+BUDGETS = {0.1: "10x", 0.05: "20x", 1 / 30: "30x", 0.02: "50x", 0.01: "100x"}
 METHODS = ("n2n", "random", "uniform", "torchpruning", "thin_scratch", "n2n_arch_scratch")
 DEPENDS = {"n2n_arch_scratch": "n2n"}
-ORDER = [(0.05, 0), (0.02, 0), (0.05, 1), (0.02, 1), (0.05, 2), (0.02, 2), (0.01, 0), (0.01, 1), (0.01, 2)]
+ORDER = [(0.05, 0), (0.02, 0), (0.05, 1), (0.02, 1), (0.05, 2), (0.02, 2), (0.01, 0), (0.01, 1), (0.01, 2),
+         # extras, after the grid: resolve "largest compression within 1 point of the teacher"
+         (0.1, 0), (1 / 30, 0), (0.1, 1), (1 / 30, 1), (0.1, 2), (1 / 30, 2)]
 
 
 def key(ratio: float, seed: int, method: str) -> str:

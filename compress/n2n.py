@@ -162,7 +162,10 @@ def _cfg_json(cfg: N2NConfig) -> dict:
 def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -> None:
     cfg = search.cfg
     rng = torch.Generator().manual_seed(cfg.seed)
-    start = {"remove": RemovalPolicy(N_FEATURES), "shrink": ShrinkPolicy(N_FEATURES, ratios=cfg.ratios)}
+    # keep probability 0.5 at the start: biased towards keeping, the policy almost never sampled the
+    # all-blocks-removed students that tight budgets need (bench/N2N_RESULTS.md)
+    start = {"remove": RemovalPolicy(N_FEATURES, init_keep=0.5),
+             "shrink": ShrinkPolicy(N_FEATURES, ratios=cfg.ratios)}
     for name in start:
         if init is not None and (init / f"policy-{name}").is_dir():
             start[name] = load_policy(init / f"policy-{name}")

@@ -196,12 +196,27 @@ class _Search:
         for step in range(top + 1):
             arch = self.arch(remove, [max(0, i - step) for i in levels])
             try:
-                cost = self.cost_of(arch)
+                if self.fits(arch):
+                    return arch
             except Exception:
                 return arch  # invalid: score() reports it
-            if all(cost[n] <= b for n, b in self.cfg.budget.items()):
+        # still over at the smallest ratios: also remove units, the largest first, until it fits
+        params = {u: sum(p.numel() for p in self.teacher.get_submodule(u).parameters())
+                  for u in self.analysis.units if u not in remove}
+        remove = list(remove)
+        for unit in sorted(params, key=params.get, reverse=True):
+            remove.append(unit)
+            arch = self.arch(remove, [0] * len(self.shrink_rows(remove)))
+            try:
+                if self.fits(arch):
+                    return arch
+            except Exception:
                 return arch
-        return arch  # still over budget at the smallest ratios: score() ranks it below valid students
+        return arch  # over budget even so (smallest_cost() refuses such budgets up front)
+
+    def fits(self, arch: dict) -> bool:
+        cost = self.cost_of(arch)
+        return all(cost[n] <= b for n, b in self.cfg.budget.items())
 
     def smallest_cost(self) -> dict[str, float]:
         remove = list(self.analysis.units)

@@ -216,7 +216,7 @@ def test_import_does_not_load_torch(module):
 
 def test_export_verbs_load_lazily():
     code = ("import sys; from slimkit import export; assert 'torch' not in sys.modules; "
-            "assert sorted(export.__all__) == ['bundle', 'to_onnx']; "
+            "assert sorted(export.__all__) == ['bundle', 'latency_cost', 'to_onnx']; "
             "import slimkit.export.bundler; assert callable(export.bundle); export.to_onnx; "
             "assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
