@@ -17,6 +17,14 @@ from _bench import raw_call, raw_session, threads_label, variant_file
 __all__ = ["interleaved", "ratio_summary", "overhead", "switching", "latency"]
 
 
+
+def _order(names: list[str], r: int) -> list[str]:
+    """Round ``r``'s order: rotated each round and reversed every other pass, so no candidate always
+    runs first or right after a given one."""
+    k = r % len(names)
+    order = names[k:] + names[:k]
+    return order[::-1] if (r // len(names)) % 2 else order
+
 def interleaved(fns: dict[str, Callable[[int], object]], *, rounds: int, calls: int,
                 warmup: int) -> dict[str, np.ndarray]:
     """Seconds per call of each ``fn(n)`` (which makes ``n`` calls), one figure per round.
@@ -32,10 +40,7 @@ def interleaved(fns: dict[str, Callable[[int], object]], *, rounds: int, calls: 
     gc.disable()
     try:
         for r in range(rounds):
-            k = r % len(names)
-            order = names[k:] + names[:k]
-            if (r // len(names)) % 2:
-                order = order[::-1]
+            order = _order(names, r)
             for n in order:
                 t0 = time.perf_counter()
                 fns[n](calls)
@@ -135,10 +140,7 @@ def latency(engine, x: np.ndarray, *, threads: int | None, rounds: int, calls: i
     gc.disable()
     try:
         for r in range(rounds):
-            k = r % len(names)
-            order = names[k:] + names[:k]
-            if (r // len(names)) % 2:
-                order = order[::-1]
+            order = _order(names, r)
             for n in order:
                 t = np.empty(calls)
                 for i in range(calls):
