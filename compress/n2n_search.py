@@ -41,6 +41,7 @@ class N2NConfig:
     final_epochs: int = 5
     max_variants: int = 6
     ratios: tuple[float, ...] = RATIOS
+    round_to: int = 8  # channel counts are multiples of this (groups smaller than 2x it: any count)
     lr: float = 3e-3
     policy_lr: float = 3e-3
     seed: int = 0
@@ -57,7 +58,7 @@ class N2NConfig:
             if k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
                 raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {names} and values fractions of "
                                   "the teacher's cost in (0, 1], e.g. {'params': 0.2}")
-        for name in ("iterations", "rollouts", "final_epochs", "max_variants"):
+        for name in ("iterations", "rollouts", "final_epochs", "max_variants", "round_to"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
@@ -164,7 +165,7 @@ class _Search:
         top = len(self.cfg.ratios) - 1
         levels = [top] * len(groups) if levels is None else levels
         return {"remove": list(remove), "channels": {
-            g.root: g.keep(self.cfg.ratios[i]) for g, i in zip(groups, levels) if i < top}}
+            g.root: g.keep(self.cfg.ratios[i], self.cfg.round_to) for g, i in zip(groups, levels) if i < top}}
 
     def _absolute(self, module: nn.Module, measure: bool = True) -> dict[str, float]:
         cost = {"params": count_params(module), "macs": count_macs(module, self.x)}
