@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 from _bench import raw_call, raw_session, threads_label, variant_file
@@ -17,6 +18,18 @@ from _bench import raw_call, raw_session, threads_label, variant_file
 __all__ = ["interleaved", "ratio_summary", "overhead", "switching", "latency"]
 
 
+
+
+@contextmanager
+def _gc_off():
+    """No garbage-collection pauses inside a timed region; the previous setting comes back after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 def _order(names: list[str], r: int) -> list[str]:
     """Round ``r``'s order: rotated each round and reversed every other pass, so no candidate always
@@ -36,18 +49,13 @@ def interleaved(fns: dict[str, Callable[[int], object]], *, rounds: int, calls: 
     for n in names:
         fns[n](warmup)
     per = {n: np.empty(rounds) for n in names}
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         for r in range(rounds):
             order = _order(names, r)
             for n in order:
                 t0 = time.perf_counter()
                 fns[n](calls)
                 per[n][r] = (time.perf_counter() - t0) / calls
-    finally:
-        if enabled:
-            gc.enable()
     return per
 
 
@@ -136,9 +144,7 @@ def latency(engine, x: np.ndarray, *, threads: int | None, rounds: int, calls: i
             engine.run(x, variant=n)
     samples = {n: [] for n in names}
     round_median = {n: np.empty(rounds) for n in names}
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         for r in range(rounds):
             order = _order(names, r)
             for n in order:
@@ -149,9 +155,6 @@ def latency(engine, x: np.ndarray, *, threads: int | None, rounds: int, calls: i
                     t[i] = time.perf_counter() - t0
                 samples[n].append(t)
                 round_median[n][r] = np.median(t)
-    finally:
-        if enabled:
-            gc.enable()
     per = {}
     for n in names:
         t = np.concatenate(samples[n]) * 1e3

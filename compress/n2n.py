@@ -184,19 +184,19 @@ def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -
     for _ in bar:
         stage = state.data["stage"] if state.data["stage"] in stages else stages[0]
         rollouts, rewards = [], []
-        for _r in range(cfg.rollouts):
+        # the tables are fixed within a stage: the teacher's units, or the best removal's groups
+        if stage == "remove":
+            table, free = search.removal_table(), np.zeros(len(units), bool)
+        else:
+            remove = state.data["best_remove"]
+            groups = search.shrink_rows(remove)
+            table, free = (search.shrink_table(groups), np.zeros(len(groups), bool)) if groups else (None, None)
+        for _r in range(cfg.rollouts if table is not None else 0):
+            ro = trainers[stage].policy.sample(table, free, generator=rng)
             if stage == "remove":
-                table = search.removal_table()
-                ro = trainers["remove"].policy.sample(table, np.zeros(len(units), bool), generator=rng)
                 remove = [u for u, keep in zip(units, ro.actions) if not keep]
                 levels = None  # every group at full width
             else:
-                remove = state.data["best_remove"]
-                groups = search.shrink_rows(remove)
-                if not groups:
-                    break
-                ro = trainers["shrink"].policy.sample(search.shrink_table(groups), np.zeros(len(groups), bool),
-                                                      generator=rng)
                 levels = [int(i) for i in ro.actions]
             rollouts.append(ro)
             rewards.append(search.score(search.fit_budget(remove, levels)).reward)

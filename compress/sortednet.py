@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from . import graph
+from .cost import count_macs, count_params
 from .family import Family, Variant, register_rebuilder
 from .reorder import sort_channels
 from .train import TASKS, evaluate, kd_loss, make_optimizer, progress_bar, set_seed, task_loss
@@ -352,9 +353,9 @@ def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = N
     sn = SortedNet(model, example_input=example_input, config=config)
     source = None
     if val is not None:
-        source = Variant.measure("source", copy.deepcopy(model), example_input,
-                                 metrics=evaluate(model, val, task=config.task))
-        source = {"params": source.params, "macs": source.macs, "metrics": source.metrics}
+        # each of these restores the model's train/eval mode
+        source = {"params": count_params(model), "macs": count_macs(model, example_input),
+                  "metrics": evaluate(model, val, task=config.task)}
     sn.fit(train, progress=progress)
     return sn.family(val, source=source)
 

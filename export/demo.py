@@ -48,11 +48,6 @@ def run_demo(out: str | Path = "slimkit-demo", *, samples: int = 10_000, teacher
     from slimkit import compress, export, runtime
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        import shutil
-
-        for sub in ("bundle", "family"):
-            shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -75,6 +70,10 @@ def run_demo(out: str | Path = "slimkit-demo", *, samples: int = 10_000, teacher
     t = time.perf_counter()
     fam = compress.sortednet(teacher, train=splits.train, val=splits.val, widths=widths, epochs=epochs,
                              example_input=splits.example_input, progress=progress, seed=seed)
+    if (out / "family").exists():  # the bundle below is replaced atomically; a saved family is not
+        import shutil
+
+        shutil.rmtree(out / "family")
     fam.save(out / "family")
     timings["sortednet"] = time.perf_counter() - t
 
