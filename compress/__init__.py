@@ -12,6 +12,7 @@ from slimkit.runtime.errors import (
 )
 
 from . import data, zoo
+from .boost import BoostConfig, boost
 from .cost import count_macs, count_params
 from .family import Family, Variant
 from .graph import analyze
@@ -21,6 +22,7 @@ from .train import evaluate, fit
 
 __all__ = [
     "Family", "Variant", "sortednet", "SortedNet", "SortedNetConfig", "n2n", "N2NConfig",
+    "boost", "BoostConfig",
     "fit", "evaluate", "count_params", "count_macs", "analyze", "data", "zoo",
     "SlimkitError", "ConfigError", "BudgetError", "VariantError", "UnsupportedModelError",
 ]
