@@ -17,12 +17,13 @@ from .cost import count_macs, count_params
 from .family import Family, Variant
 from .graph import analyze
 from .n2n import N2NConfig, n2n
+from .snnk import SNNKConfig, snnk
 from .sortednet import SortedNet, SortedNetConfig, sortednet
 from .train import evaluate, fit
 
 __all__ = [
     "Family", "Variant", "sortednet", "SortedNet", "SortedNetConfig", "n2n", "N2NConfig",
-    "boost", "BoostConfig",
+    "boost", "BoostConfig", "snnk", "SNNKConfig",
     "fit", "evaluate", "count_params", "count_macs", "analyze", "data", "zoo",
     "SlimkitError", "ConfigError", "BudgetError", "VariantError", "UnsupportedModelError",
 ]
