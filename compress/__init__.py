@@ -19,11 +19,13 @@ from .graph import analyze
 from .n2n import N2NConfig, n2n
 from .snnk import SNNKConfig, snnk
 from .sortednet import SortedNet, SortedNetConfig, sortednet
+from .sparse_rnn import SparseRNNConfig, sparse_rnn
 from .train import evaluate, fit
 
 __all__ = [
     "Family", "Variant", "sortednet", "SortedNet", "SortedNetConfig", "n2n", "N2NConfig",
     "boost", "BoostConfig", "snnk", "SNNKConfig",
+    "sparse_rnn", "SparseRNNConfig",
     "fit", "evaluate", "count_params", "count_macs", "analyze", "data", "zoo",
     "SlimkitError", "ConfigError", "BudgetError", "VariantError", "UnsupportedModelError",
 ]

@@ -100,13 +100,14 @@ def test_lstm_after_gru_export(tmp_path):
     assert _dims(path) == ["batch", "length", 8]
 
 
-def test_plain_rnn_is_refused_with_a_clear_message(tmp_path):
+def test_plain_rnn_exports_as_onnx_rnn_with_dynamic_length(tmp_path):
     model = SeqClassifier(nn.RNN)
-    with pytest.raises(ExportError, match=r"nn.RNN.*unrolls.*nn.GRU"):
-        to_onnx(model, torch.randn(1, 5, 8), tmp_path / "r.onnx", dynamic_dims={1: "length"})
-    assert list(tmp_path.iterdir()) == []
-    path = to_onnx(model, torch.randn(1, 5, 8), tmp_path / "r.onnx", dynamic_dims={0: None})  # all static
-    assert _dims(path) == [1, 5, 8]
+    path = to_onnx(model, torch.randn(1, 5, 8), tmp_path / "r.onnx", dynamic_dims={1: "length"})
+    assert _dims(path) == ["batch", "length", 8]
+    assert "RNN" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    for shape in [(2, 3, 8), (4, 11, 8)]:
+        x = torch.randn(*shape)
+        np.testing.assert_allclose(_ort(path, x), model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_pinned_dynamic_dim_is_detected(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def test_folders_import_as_slimkit_subpackages_only(tmp_path):
 
 def test_public_contract_names_exist(tmp_path):
     code = ("from slimkit import compress, export, runtime\n"
-            "for n in ['sortednet', 'Family', 'Variant', 'SortedNet']: getattr(compress, n)\n"
+            "for n in ['sortednet', 'n2n', 'snnk', 'boost', 'sparse_rnn', 'Family', 'Variant', 'SortedNet']: getattr(compress, n)\n"
             "for n in ['to_onnx', 'bundle']: getattr(export, n)\n"
             "for n in ['load', 'Engine', 'SlimkitError', 'BudgetError', 'BundleError']: getattr(runtime, n)\n"
             "print('ok')")
