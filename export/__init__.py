@@ -7,6 +7,8 @@ Example:
     >>> from slimkit import export
     >>> export.to_onnx(model, example_input, "m.onnx")        # doctest: +SKIP
     >>> export.bundle(fam, fam.example_input, "out/bundle")   # doctest: +SKIP
+    >>> export.to_triton("out/bundle", "model_repository/")  # doctest: +SKIP
+    >>> export.to_tensorrt("m.onnx", "m.plan", fp16=True)      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["to_onnx", "bundle", "latency_cost"]
+__all__ = ["to_onnx", "bundle", "latency_cost", "to_tensorrt", "add_engines", "to_triton", "quantize_onnx"]
 
-_VERBS = {"to_onnx": ".onnx", "bundle": ".bundler", "latency_cost": ".latency"}
+_VERBS = {"to_onnx": ".onnx", "bundle": ".bundler", "latency_cost": ".latency", "to_tensorrt": ".tensorrt",
+          "add_engines": ".tensorrt", "to_triton": ".triton", "quantize_onnx": ".quantize"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,10 @@
 """``bundle``: write a Family as a deployable bundle (``manifest.json`` + one ONNX file per variant).
 
+Optional extras in the same atomic write: an INT8 twin of every variant (``quantize="int8"``, see
+:mod:`slimkit.export.quantize`; twins are named ``"<variant>-int8"`` and served with
+``runtime.load(dir, precision="int8")``), and ``torch.export`` programs for the torch backend
+(``torch_export=True``).
+
 Everything is written into a temp dir beside the target and renamed into place at the end; any
 failure removes the temp dir and leaves the target as it was. The schema is owned by
 :mod:`slimkit.runtime.manifest`.
@@ -10,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +36,19 @@ from slimkit.runtime.manifest import (
     write_manifest,
 )
 
-from .onnx import onnx_specs, to_onnx
+from .onnx import DEFAULT_DYNAMIC_DIMS, onnx_specs, to_onnx
 
-__all__ = ["bundle"]
+__all__ = ["bundle", "QUANTIZE"]
+
+QUANTIZE = (None, "int8")
+INT8_SUFFIX = "-int8"
 
 
 def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | os.PathLike | None = None,
            *, dynamic_dims: Mapping[int, str | None] | None = None, opset: int | None = None,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, quantize: str | None = None, calibration: Any = None,
+           eval_data: Any = None, torch_export: bool = False,
+           latency_batches: tuple[int, ...] = (1, 32)) -> Path:
     """Export every variant of ``family`` to ``<path>/<variant>.onnx`` and write the manifest.
 
     Args:
@@ -47,6 +59,16 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         dynamic_dims: as in :func:`slimkit.export.to_onnx` (default ``{0: "batch"}``).
         opset: ONNX opset (default: the exporter's).
         overwrite: replace an existing non-empty ``path``.
+        quantize: ``"int8"`` adds an INT8 twin ``"<variant>-int8"`` of each variant (static QDQ
+            quantisation calibrated on ``calibration``; dynamic, with a warning, without it). Each twin's
+            metrics are measured with onnxruntime on ``eval_data`` (default: ``calibration``) together
+            with its FP32 variant's on the same data (``config["fp32_metrics_same_data"]``), and both
+            are timed on onnxruntime CPU at ``latency_batches`` (1 thread) into the manifest.
+        calibration: a DataLoader of ``(inputs, targets)`` (the validation loader), or input batches.
+        eval_data: a DataLoader of ``(inputs, targets)`` to score the twins on.
+        torch_export: also save each variant as a ``torch.export`` program ``<variant>.pt2`` (file kind
+            ``"torch_export"``) for ``runtime.load(dir, backend="torch")``.
+        latency_batches: batch sizes timed when ``quantize`` is set (``()`` skips timing).
 
     Returns:
         ``Path(path)``.
@@ -76,6 +98,13 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     names = [check_variant_name(v.name) for v in family.variants]
     if not names:
         raise ConfigError("the family has no variants to export")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    if quantize is None and (calibration is not None or eval_data is not None):
+        raise ConfigError('calibration= and eval_data= are used with quantize="int8"; pass it too')
+    if quantize:
+        for n in names:
+            check_variant_name(n + INT8_SUFFIX)
 
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -97,23 +126,114 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
                 raise ExportError(f"variant {v.name!r} has inputs {io[0]} / outputs {io[1]} but "
                                   f"{family.variants[0].name!r} has {specs[0]} / {specs[1]}; every variant "
                                   "of a bundle must take the same input and give outputs of the same dtype")
+            files = {"onnx": FileEntry(file.name, sha256_file(file))}
+            if torch_export:
+                pt2 = _save_program(v.model, example_input, tmp / f"{v.name}.pt2", dynamic_dims)
+                files["torch_export"] = FileEntry(pt2.name, sha256_file(pt2))
             entries.append(VariantEntry(
                 name=v.name, params=int(v.params), macs=int(v.macs),
-                metrics={k: float(x) for k, x in dict(v.metrics).items()}, config=dict(v.config),
-                files={"onnx": FileEntry(file.name, sha256_file(file))}, latency={}))
+                metrics={**{k: float(x) for k, x in dict(v.metrics).items()}, **file_sizes(file)},
+                config=dict(v.config),
+                files=files, latency={}))
+        twins = []
+        for e in entries if quantize else []:
+            twins.append(_int8_twin(tmp, e, calibration, eval_data, str(family.task)))
         inputs, outputs = specs
         for spec in inputs:  # the example's concrete shape lets the runtime time latency later
             spec["example_shape"] = [int(s) for s in example_input.shape]
         manifest = Manifest(
             inputs=[_spec(s) for s in inputs], outputs=[_spec(s) for s in outputs], variants=entries,
-            task=str(family.task), method=str(family.method), source=_jsonable(family.source))
+            task=str(family.task), method=str(family.method), source=_jsonable(family.source), twins=twins)
         write_manifest(tmp, manifest)
+        if quantize and latency_batches:
+            _time_precisions(tmp, tuple(latency_batches))
         read_manifest(tmp)  # what we hand over must load
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _int8_twin(root: Path, entry: VariantEntry, calibration: Any, eval_data: Any, task: str) -> VariantEntry:
+    """Quantise ``entry``'s ONNX file into ``<name>-int8.onnx`` and score both on the same data."""
+    from .quantize import evaluate_onnx, quantize_onnx
+
+    name = entry.name + INT8_SUFFIX
+    src, dst = root / entry.files["onnx"].path, root / f"{name}.onnx"
+    recipe = quantize_onnx(src, dst, calibration=calibration)
+    config: dict[str, Any] = {**entry.config, "quantization": recipe}
+    metrics: dict[str, float] = {}
+    data = eval_data if eval_data is not None else calibration
+    if data is not None and not _is_tensor(data):
+        fp32, int8 = evaluate_onnx(src, data, task=task), evaluate_onnx(dst, data, task=task)
+        metrics = {k: v for k, v in int8.items() if k != "predictions"}
+        config["fp32_metrics_same_data"] = {k: v for k, v in fp32.items() if k != "predictions"}
+        same = fp32["predictions"] == int8["predictions"] if task == "classification" else None
+        if same is not None:
+            config["top1_agreement_with_fp32"] = float(same.mean())
+        drop = config["fp32_metrics_same_data"].get("accuracy", 0.0) - metrics.get("accuracy", 0.0)
+        if drop > 0.01:
+            warnings.warn(f"{name} is {100 * drop:.1f} points less accurate than {entry.name}; consider "
+                          "per-channel quantisation or more calibration data", stacklevel=3)
+    config["metrics_on"] = "eval_data" if eval_data is not None else "calibration data"
+    metrics.update(file_sizes(dst))
+    return VariantEntry(name=name, params=entry.params, macs=entry.macs, metrics=metrics, config=config,
+                        files={"onnx": FileEntry(dst.name, sha256_file(dst))}, latency={},
+                        precision="int8", base=entry.name)
+
+
+def file_sizes(path: Path) -> dict[str, float]:
+    """Honest on-disk sizes of one model file: as written, and zlib-compressed (what a sparse or
+    low-entropy model saves in transit and storage; onnxruntime still loads the dense file)."""
+    data = path.read_bytes()
+    return {"onnx_bytes": float(len(data)), "onnx_zlib_bytes": float(len(zlib.compress(data, 6)))}
+
+
+def _is_tensor(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
+    """Time every variant and twin on onnxruntime CPU, 1 thread, in one run, into the manifest."""
+    from slimkit.runtime.backends import open_backends
+    from slimkit.runtime.engine import Engine
+
+    base = read_manifest(root, verify=False)
+    for precision in base.precisions:
+        m = read_manifest(root, verify=False).with_precision(precision)
+        Engine(m, open_backends(root, m, threads=1), bundle_dir=root, threads=1).measure_latency(
+            batches=batches, repeats=50, save=True)
+
+
+def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
+                  dynamic_dims: Mapping[int, str | None] | None) -> Path:
+    """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
+    dims = {**DEFAULT_DYNAMIC_DIMS, **(dynamic_dims or {})}
+    # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
+    x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
+    shapes = {a: torch.export.Dim.DYNAMIC for a, n in dims.items() if n is not None}
+    was_training = model.training
+    model.eval()
+    try:
+        prog = torch.export.export(model, (x,), dynamic_shapes=(shapes,))
+        torch.export.save(prog, str(path))
+        loaded = torch.export.load(str(path)).module()
+        with torch.no_grad():
+            for b in (1, 3) if 0 in shapes else (x.shape[0],):
+                xb = torch.randn(b, *x.shape[1:], dtype=x.dtype) if x.is_floating_point() else x[:1].repeat(b, *[1] * (x.dim() - 1))
+                ref, got = model(xb), loaded(xb)
+                if not torch.allclose(ref, got, rtol=1e-4, atol=1e-5):
+                    raise ExportError(f"{path.name}: the torch.export program differs from the model at batch "
+                                      f"{b} (max |diff| {float((ref - got).abs().max()):.3g})")
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"torch.export failed for {path.stem} ({type(e).__name__}: {e}); bundle without "
+                          "torch_export=True to ship ONNX only") from e
+    finally:
+        model.train(was_training)
+    return path
 
 
 def _spec(d: dict) -> TensorSpec:

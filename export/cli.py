@@ -4,6 +4,7 @@
     slimkit demo [--out DIR]              the main job on MNIST-1D, end to end
     slimkit inspect BUNDLE                what a bundle holds, files verified
     slimkit bench BUNDLE [--batches 1 64] latency per variant, written back into the manifest
+    slimkit serve BUNDLE [--port 8000]    KServe v2 / Triton HTTP server with budgets and SLO control
 """
 
 from __future__ import annotations
@@ -79,6 +80,30 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from slimkit.runtime.server import serve
+
+    token = args.token
+    if token is None and args.token_env:
+        token = os.environ.get(args.token_env) or None
+        if token is None:
+            print(f"slimkit serve: error: --token-env {args.token_env}: that variable is empty or unset",
+                  file=sys.stderr)
+            return 2
+    serve(args.bundle, host=args.host, port=args.port, name=args.name, workers=args.workers,
+          threads=args.threads, slo_ms=args.slo_ms, token=token, max_body_bytes=args.max_body_mb << 20,
+          inline_us=args.inline_us, log_level=args.log_level)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .tensorrt import export_tensorrt_command
+
+    return export_tensorrt_command(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimkit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +133,41 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--no-save", action="store_true", help="print only; leave the manifest untouched")
     b.set_defaults(fn=_bench)
+
+    s = sub.add_parser("serve", help="serve a bundle over HTTP (KServe v2 / Triton protocol, budgets, SLO mode)",
+                       description="Serve BUNDLE over the KServe v2 / Triton HTTP protocol. Requests may pass "
+                                   "parameters budget, variant or latency_ms; the response names the variant.")
+    s.add_argument("bundle")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for the network, with --token)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--name", default=None, help="model name in URLs (default: the bundle directory's name)")
+    s.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    s.add_argument("--threads", type=int, default=None, help="inference threads per process (default: CPUs)")
+    s.add_argument("--slo-ms", type=float, default=None,
+                   help="SLO mode: serve the largest variant that keeps p95 server latency under this")
+    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (except health)")
+    s.add_argument("--token-env", default=None, metavar="VAR",
+                   help="read the token from this environment variable (keeps it out of the process list)")
+    s.add_argument("--max-body-mb", type=int, default=16, help="larger request bodies get 413 (default 16)")
+    s.add_argument("--inline-us", type=float, default=100.0,
+                   help="a request alone in the server and predicted to compute under this many microseconds "
+                        "skips the thread pool (default 100; 0: always the pool)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(fn=_serve)
+
+    e = sub.add_parser("export", help="add TensorRT engines (for this GPU and TensorRT version) to a bundle")
+    e.add_argument("bundle")
+    e.add_argument("--tensorrt", action="store_true", required=True, help="build TensorRT engines")
+    e.add_argument("--fp16", action="store_true", help="allow FP16 kernels (TensorRT 11: casts the ONNX first)")
+    e.add_argument("--int8", action="store_true", help="engines for the INT8 twins; needs --calibration")
+    e.add_argument("--sparse", action="store_true", help="allow 2:4 structured-sparse kernels (Ampere and later)")
+    e.add_argument("--min-batch", type=int, default=1)
+    e.add_argument("--opt-batch", type=int, default=None, help="batch the kernels are tuned for (default: max)")
+    e.add_argument("--max-batch", type=int, default=64)
+    e.add_argument("--workspace", type=int, default=1 << 30, help="builder workspace in bytes (default 1 GiB)")
+    e.add_argument("--calibration", default=None, help=".npy of input samples (N, ...) for --int8")
+    e.set_defaults(fn=_export)
     return p
 
 

@@ -8,6 +8,7 @@ Example:
     >>> eng = runtime.load("out/bundle")          # doctest: +SKIP
     >>> y = eng.run(x, budget=0.5); eng.last       # doctest: +SKIP
     'w0.50'
+    >>> runtime.serve("out/bundle", port=8000)     # doctest: +SKIP  (KServe v2 HTTP; slimkit[serve])
 """
 
 from .engine import Engine, VariantInfo, load
@@ -25,7 +26,16 @@ from .errors import (
 from .manifest import Manifest, read_manifest
 
 __all__ = [
-    "load", "Engine", "VariantInfo", "read_manifest", "Manifest",
+    "load", "serve", "Engine", "VariantInfo", "read_manifest", "Manifest",
     "SlimkitError", "ConfigError", "BudgetError", "VariantError", "InputError", "BundleError",
     "ExportError", "UnsupportedModelError", "MissingExtraError",
 ]
+
+
+def __getattr__(name: str):
+    if name == "serve":  # the server module (asyncio, thread pools) loads only when asked for
+        from .server import serve
+
+        globals()["serve"] = serve
+        return serve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,10 +12,20 @@ A backend is deliberately small so that a TensorRT backend can sit beside the ON
 * ``feed_call`` (optional): ``(fn, output_names, input_name)`` with
   ``fn(output_names, {input_name: x}, None) == run(x)``, letting the engine skip a Python call per
   request.
+* ``check_available()`` (optional classmethod): raise :class:`MissingExtraError` when the backend's
+  library is absent; called by :func:`get_backend`, so the error comes before any file is opened.
+* ``pick_file(variant)`` (optional classmethod): the :class:`FileEntry` to load, with an error that
+  says what exists when this machine's file is missing (TensorRT plans are keyed by version and GPU).
+
+Backends: ``"onnxruntime"`` (here), ``"torch"`` (:mod:`.backends_torch`, ``torch.export`` programs on
+CPU or CUDA, for GPUs without TensorRT) and ``"tensorrt"`` (:mod:`.backends_tensorrt`). The last two
+are imported only when chosen, so ``import slimkit.runtime`` never loads torch or TensorRT.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
@@ -23,8 +33,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from .errors import BundleError, ConfigError
+from .manifest import FileEntry, Manifest, VariantEntry, resolve_file
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "BACKENDS", "get_backend", "session_options"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "BACKENDS", "get_backend", "open_backends", "session_options"]
 
 # provider -> the device string used in latency keys
 _DEVICES = {
@@ -185,11 +196,59 @@ class OnnxRuntimeBackend:
 
 
 BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}
+# imported on first use: each pulls a heavy optional library (torch, tensorrt) when constructed
+_LAZY = {"torch": (".backends_torch", "TorchBackend"), "tensorrt": (".backends_tensorrt", "TensorRTBackend")}
 
 
 def get_backend(name: str) -> type:
     """The backend class registered under ``name``; ConfigError listing the known ones otherwise."""
+    if isinstance(name, str) and name not in BACKENDS and name in _LAZY:
+        module, cls = _LAZY[name]
+        BACKENDS[name] = getattr(importlib.import_module(module, __package__), cls)
     try:
-        return BACKENDS[name]
+        cls = BACKENDS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown backend {name!r}; available: {sorted(BACKENDS)}") from None
+        raise ConfigError(f"unknown backend {name!r}; available: {sorted(BACKENDS.keys() | _LAZY.keys())}") from None
+    check = getattr(cls, "check_available", None)
+    if check is not None:
+        check()  # MissingExtraError saying what to install, before any file is opened
+    return cls
+
+
+def _file_for(cls: type, v: VariantEntry) -> FileEntry:
+    pick = getattr(cls, "pick_file", None)
+    f = pick(v) if pick is not None else v.files.get(cls.file_kind)
+    if f is None:
+        raise BundleError(f"variant {v.name!r} has no {cls.file_kind!r} file (has {sorted(v.files)}); "
+                          f"the {cls.name} backend needs one: re-export the bundle with it")
+    return f
+
+
+def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: str = "onnxruntime",
+                  **options: Any) -> list[Backend]:
+    """One loaded backend per variant of ``manifest`` (in its order), from the files in ``bundle_dir``.
+
+    Args:
+        bundle_dir: the bundle directory.
+        manifest: its manifest, e.g. ``read_manifest(dir).with_precision("int8")``.
+        backend: a name from :data:`BACKENDS` (``"onnxruntime"``, ``"torch"``, ``"tensorrt"``).
+        options: passed to the backend class (``threads=``, ``providers=``, ``device=`` ...).
+
+    Raises:
+        BundleError: a variant lacks the file this backend loads, or its input name disagrees.
+        ConfigError: unknown backend or an option it does not take.
+    """
+    cls = get_backend(backend)
+    try:
+        inspect.signature(cls).bind("model", **options)
+    except TypeError as e:
+        raise ConfigError(f"the {backend} backend does not take these options {sorted(options)} ({e}); "
+                          f"see help({cls.__name__})") from None
+    backends = []
+    for v in manifest.variants:
+        be = cls(resolve_file(bundle_dir, _file_for(cls, v).path), **options)
+        if getattr(be, "input_name", manifest.inputs[0].name) != manifest.inputs[0].name:
+            raise BundleError(f"variant {v.name!r}: model input is named {be.input_name!r} but the manifest "
+                              f"says {manifest.inputs[0].name!r}; re-export the bundle")
+        backends.append(be)
+    return backends

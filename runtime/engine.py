@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, get_backend
+from .backends import Backend, open_backends
 from .budget import FALLBACKS, pick_by_budget
 from .errors import BudgetError, BundleError, ConfigError, InputError, VariantError
-from .manifest import Manifest, read_manifest, resolve_file, update_latency
+from .manifest import Manifest, read_manifest, update_latency
 
 __all__ = ["Engine", "VariantInfo", "load"]
 
@@ -117,6 +117,9 @@ class Engine:
             BudgetError, VariantError, ConfigError: a bad selector.
             InputError: ``x`` has the wrong dtype, rank or a wrong fixed dim.
         """
+        return self._outputs(x, budget, variant, latency_ms, fallback)[0]
+
+    def _outputs(self, x: Any, budget: Any, variant: Any, latency_ms: Any, fallback: Any) -> list[np.ndarray]:
         # common cases first, each one dict lookup; anything else goes through the tuple-keyed cache
         if variant is None and latency_ms is None and fallback is None and budget is not True:
             try:
@@ -137,7 +140,12 @@ class Engine:
             self._check_input(x)  # the backend validates in C; say what was wrong in slimkit terms
             raise
         self._local.last = name
-        return out[0]
+        return out
+
+    def run_all(self, x: np.ndarray, *, budget: float | None = None, variant: str | None = None,
+                latency_ms: float | None = None, fallback: str | None = None) -> list[np.ndarray]:
+        """Like :meth:`run` (same selectors and errors), returning every output of the model in order."""
+        return self._outputs(x, budget, variant, latency_ms, fallback)
 
     def run_with_info(self, x: np.ndarray, **selector: Any) -> tuple[np.ndarray, VariantInfo]:
         """Like :meth:`run`, also returning the :class:`VariantInfo` of the variant that served it."""
@@ -341,34 +349,28 @@ def _entry(engine: Engine, backend: Backend, name: str) -> tuple:
 
 
 def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: int | None = None,
-         providers: Sequence[Any] | str | None = None) -> Engine:
+         providers: Sequence[Any] | str | None = None, *, precision: str = "fp32", **options: Any) -> Engine:
     """Load a bundle: verify its manifest and files, and open one backend session per variant.
 
     Args:
         bundle_dir: a directory written by ``slimkit.export.bundle``.
-        backend: ``"onnxruntime"`` (the default and, for now, the only one).
+        backend: ``"onnxruntime"`` (default), ``"torch"`` (``torch.export`` programs, CPU or CUDA) or
+            ``"tensorrt"`` (engines built for this TensorRT and GPU).
         threads: intra-op threads per session (``None``: the backend's default).
         providers: ONNX Runtime execution providers (default ``["CPUExecutionProvider"]``).
+        precision: ``"fp32"`` serves the variants; ``"int8"`` their INT8 twins (bundles made with
+            ``quantize="int8"``). Budget selection picks among one precision only.
+        options: further backend options, e.g. ``device="cuda", cuda_graphs=True`` for ``"torch"``.
 
     Raises:
         BundleError: bad manifest, tampered or missing file, a path escaping the bundle.
-        ConfigError: unknown backend or unavailable provider.
+        ConfigError: unknown backend, unavailable provider, a precision the bundle lacks.
+        MissingExtraError: the backend's library (torch, TensorRT) is not installed.
 
     Example:
         >>> eng = load("out/bundle", threads=1)  # doctest: +SKIP
         >>> eng.run(x, budget=0.5)
     """
-    manifest = read_manifest(bundle_dir)
-    cls = get_backend(backend)
-    backends = []
-    for v in manifest.variants:
-        f = v.files.get(cls.file_kind)
-        if f is None:
-            raise BundleError(f"variant {v.name!r} has no {cls.file_kind!r} file (has {sorted(v.files)}); "
-                              f"the {backend} backend needs one: re-export the bundle")
-        be = cls(resolve_file(bundle_dir, f.path), threads=threads, providers=providers)
-        if getattr(be, "input_name", manifest.inputs[0].name) != manifest.inputs[0].name:
-            raise BundleError(f"variant {v.name!r}: model input is named {be.input_name!r} but the manifest "
-                              f"says {manifest.inputs[0].name!r}; re-export the bundle")
-        backends.append(be)
+    manifest = read_manifest(bundle_dir).with_precision(precision)
+    backends = open_backends(bundle_dir, manifest, backend, threads=threads, providers=providers, **options)
     return Engine(manifest, backends, bundle_dir=bundle_dir, threads=threads)

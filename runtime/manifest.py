@@ -29,6 +29,17 @@ Batch sizes are JSON object keys, hence strings. ``p50_ms`` and ``p95_ms`` are r
 ``repeats``, ``threads`` and ``measured_at`` are optional. :func:`update_latency` merges new
 measurements into a bundle's manifest and writes it back atomically (temp file + ``os.replace``).
 
+**Precision twins.** ``export.bundle(..., quantize="int8")`` adds, per variant, a record in the
+top-level ``"twins"`` list: a full variant record (own name ``"w0.50-int8"``, files, metrics, latency)
+plus ``"precision": "int8"`` and ``"base": "w0.50"``. ``variants`` stays the FP32 serving set, so budget
+selection never mixes precisions and readers that predate twins still serve the bundle unchanged;
+:meth:`Manifest.with_precision` gives the manifest an engine serves at another precision.
+
+**TensorRT engines.** A plan only runs on the TensorRT version and GPU compute capability that built
+it, so a variant's engines are file kinds keyed by both, ``"tensorrt/<trt version>/sm<major><minor>"``
+(see :func:`tensorrt_key`), each with a ``meta`` object (precision, batch profile, device name). A
+``"torch_export"`` file kind holds a ``torch.export`` program (``.pt2``) for the torch backend.
+
 Loading verifies every file's sha256 and refuses any path that is absolute, contains ``..`` or
 resolves (through symlinks) outside the bundle directory.
 """
@@ -54,6 +65,7 @@ __all__ = [
     "FORMAT", "VERSION", "SUPPORTED_VERSIONS", "MANIFEST_NAME",
     "TensorSpec", "FileEntry", "VariantEntry", "Manifest",
     "read_manifest", "write_manifest", "sha256_file", "update_latency", "check_variant_name",
+    "PRECISIONS", "tensorrt_key",
 ]
 
 FORMAT = "slimkit-bundle"
@@ -63,6 +75,13 @@ MANIFEST_NAME = "manifest.json"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def tensorrt_key(trt_version: str, compute_capability: tuple[int, int]) -> str:
+    """The file kind of a TensorRT plan: ``tensorrt_key("10.16.1.11", (8, 9)) == "tensorrt/10.16.1.11/sm89"``."""
+    major, minor = compute_capability
+    return f"tensorrt/{trt_version}/sm{int(major)}{int(minor)}"
 
 
 def check_variant_name(name: object) -> str:
@@ -118,9 +137,13 @@ class FileEntry:
 
     path: str
     sha256: str
+    meta: dict[str, Any] | None = None  # e.g. a TensorRT plan's precision and batch profile
 
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "sha256": self.sha256}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "sha256": self.sha256}
+        if self.meta:
+            d["meta"] = self.meta
+        return d
 
 
 @dataclass
@@ -134,11 +157,17 @@ class VariantEntry:
     config: dict[str, Any] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    base: str | None = None  # a twin's FP32 variant
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "macs": self.macs, "metrics": self.metrics,
-                "config": self.config, "files": {k: f.to_dict() for k, f in self.files.items()},
-                "latency": self.latency}
+        d = {"name": self.name, "params": self.params, "macs": self.macs, "metrics": self.metrics,
+             "config": self.config, "files": {k: f.to_dict() for k, f in self.files.items()},
+             "latency": self.latency}
+        if self.precision != "fp32" or self.base is not None:
+            d["precision"] = self.precision
+            d["base"] = self.base
+        return d
 
 
 @dataclass
@@ -153,25 +182,54 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     version: int = VERSION
+    twins: list[VariantEntry] = field(default_factory=list)  # other-precision copies (see module doc)
 
     def __post_init__(self) -> None:
         self.variants = sorted(self.variants, key=lambda v: (v.macs, v.params))
+        self.twins = sorted(self.twins, key=lambda v: (v.precision, v.macs, v.params))
 
     @property
     def names(self) -> list[str]:
         return [v.name for v in self.variants]
 
+    @property
+    def precisions(self) -> list[str]:
+        """The precisions this bundle can serve, its variants' first (``["fp32", "int8"]``)."""
+        found = [v.precision for v in self.variants + self.twins]
+        return list(dict.fromkeys(found))
+
     def variant(self, name: str) -> VariantEntry:
-        for v in self.variants:
+        """The variant or twin called ``name``."""
+        for v in self.variants + self.twins:
             if v.name == name:
                 return v
-        raise VariantError(f"no variant named {name!r}; this bundle has {self.names}")
+        raise VariantError(f"no variant named {name!r}; this bundle has {self.names + [t.name for t in self.twins]}")
+
+    def with_precision(self, precision: str) -> Manifest:
+        """This manifest with ``variants`` replaced by the ones of ``precision`` (what an engine serves).
+
+        Raises:
+            ConfigError: the bundle holds no variant of that precision.
+        """
+        if precision == self.variants[0].precision:
+            return self
+        chosen = [t for t in self.twins if t.precision == precision]
+        if not chosen:
+            hint = (' (re-export with export.bundle(..., quantize="int8", calibration=val_loader))'
+                    if precision == "int8" else "")
+            raise ConfigError(f"this bundle has no {precision!r} variants; it holds {self.precisions}{hint}")
+        rest = [v for v in self.variants + self.twins if v.precision != precision]
+        return Manifest(self.inputs, self.outputs, chosen, self.task, self.method, self.source, self.format,
+                        self.version, rest)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "version": self.version,
-                "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-                "task": self.task, "method": self.method, "source": self.source,
-                "variants": [v.to_dict() for v in self.variants]}
+        d = {"format": self.format, "version": self.version,
+             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+             "task": self.task, "method": self.method, "source": self.source,
+             "variants": [v.to_dict() for v in self.variants]}
+        if self.twins:
+            d["twins"] = [v.to_dict() for v in self.twins]
+        return d
 
     @classmethod
     def from_dict(cls, data: object, *, where: str = MANIFEST_NAME) -> Manifest:
@@ -194,15 +252,24 @@ class Manifest:
         if not raw_variants:
             raise BundleError(f"{where}: 'variants' is empty; a bundle needs at least one variant")
         variants = [_variant(v, f"{where}: variants[{i}]") for i, v in enumerate(raw_variants)]
-        names = [v.name for v in variants]
+        twins = [_variant(v, f"{where}: twins[{i}]")
+                 for i, v in enumerate(_typed(d, "twins", list, where, default=[]))]
+        names = [v.name for v in variants + twins]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise BundleError(f"{where}: variant names must be unique, got duplicates {dupes}")
+        if len({v.precision for v in variants}) > 1:
+            raise BundleError(f"{where}: 'variants' mixes precisions; other precisions belong in 'twins'")
+        for t in twins:
+            if t.base not in names[:len(variants)] or t.precision == variants[0].precision:
+                raise BundleError(f"{where}: twin {t.name!r} must name its variant in 'base' (one of "
+                                  f"{names[:len(variants)]}) and have another precision, got base={t.base!r}, "
+                                  f"precision={t.precision!r}")
         return cls(inputs=inputs, outputs=outputs, variants=variants,
                    task=_typed(d, "task", str, where, default="classification"),
                    method=_typed(d, "method", str, where, default=""),
                    source=_typed(d, "source", dict, where, default={}),
-                   format=FORMAT, version=version)
+                   format=FORMAT, version=version, twins=twins)
 
 
 # -- field validation ------------------------------------------------------------------------------
@@ -291,11 +358,15 @@ def _variant(x: object, where: str) -> VariantEntry:
         sha = _typed(fd, "sha256", str, f"{where} files.{kind}")
         if not _SHA_RE.match(sha):
             raise BundleError(f"{where} files.{kind}: sha256 must be 64 lowercase hex digits, got {sha!r}")
-        files[kind] = FileEntry(path, sha)
+        files[kind] = FileEntry(path, sha, _typed(fd, "meta", dict, f"{where} files.{kind}", default=None))
     latency = _typed(d, "latency", dict, where, default={})
     for key, rec in latency.items():
         _check_latency_record(rec, f"{where} latency[{key!r}]")
-    return VariantEntry(name, params, macs, metrics, config, files, latency)
+    precision = _typed(d, "precision", str, where, default="fp32")
+    if precision not in PRECISIONS:
+        raise BundleError(f"{where}: precision must be one of {PRECISIONS}, got {precision!r}")
+    base = _typed(d, "base", (str, type(None)), where, default=None)
+    return VariantEntry(name, params, macs, metrics, config, files, latency, precision, base)
 
 
 def _check_latency_record(rec: object, where: str) -> None:
@@ -357,7 +428,7 @@ def read_manifest(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Mani
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{mf} is not valid JSON ({e}); re-export the bundle") from None
     manifest = Manifest.from_dict(data, where=str(mf))
-    for v in manifest.variants:
+    for v in manifest.variants + manifest.twins:
         for kind, f in v.files.items():
             full = resolve_file(root, f.path)
             if not verify:

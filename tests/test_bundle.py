@@ -48,8 +48,11 @@ def test_manifest_describes_the_family(tiny_bundle, tiny_mlp_family):
     m = read_manifest(tiny_bundle)
     assert m.names == tiny_mlp_family.names
     for entry, v in zip(m.variants, tiny_mlp_family.variants, strict=False):
-        assert (entry.params, entry.macs, entry.metrics, entry.config, entry.latency) == (
-            v.params, v.macs, v.metrics, v.config, {})
+        assert (entry.params, entry.macs, entry.config, entry.latency) == (v.params, v.macs, v.config, {})
+        sizes = {k: entry.metrics.pop(k) for k in ("onnx_bytes", "onnx_zlib_bytes")}
+        assert entry.metrics == v.metrics  # the family's metrics, plus the file's honest sizes
+        assert sizes["onnx_bytes"] == (tiny_bundle / f"{v.name}.onnx").stat().st_size
+        assert 0 < sizes["onnx_zlib_bytes"] < sizes["onnx_bytes"]
         assert entry.files["onnx"].path == f"{v.name}.onnx"
         assert entry.files["onnx"].sha256 == sha256_file(tiny_bundle / f"{v.name}.onnx")
     assert sorted(p.name for p in tiny_bundle.iterdir()) == ["manifest.json", "w16.onnx", "w32.onnx", "w8.onnx"]

@@ -69,6 +69,21 @@ def test_missing_bundle_is_a_clear_error(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_export_tensorrt_without_tensorrt_says_how_to_install(tiny_bundle, tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: tests/test_tensorrt.py builds real engines")
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    before = sorted(p.name for p in bundle.iterdir())
+    assert main(["export", str(bundle), "--tensorrt", "--fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err and "pypi.nvidia.com" in err
+    assert sorted(p.name for p in bundle.iterdir()) == before  # nothing half-written
+
+
 def test_demo_runs_end_to_end_in_miniature(tmp_path, monkeypatch):
     monkeypatch.setenv("SLIMKIT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "demo"

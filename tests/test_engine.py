@@ -45,7 +45,8 @@ def test_variants_describe_costs_and_metrics(tiny_engine):
     infos = tiny_engine.variants
     assert [v.name for v in infos] == ["w8", "w16", "w32"]
     assert [v.macs for v in infos] == [160, 320, 640]
-    assert infos[0].metrics == {"accuracy": 0.08} and infos[0].config == {"hidden": 8}
+    assert infos[0].metrics["accuracy"] == 0.08 and infos[0].config == {"hidden": 8}
+    assert infos[0].metrics["onnx_bytes"] > infos[0].metrics["onnx_zlib_bytes"] > 0
     assert tiny_engine.latency_key == "onnxruntime/cpu"
 
 
@@ -216,7 +217,7 @@ def test_import_does_not_load_torch(module):
 
 def test_export_verbs_load_lazily():
     code = ("import sys; from slimkit import export; assert 'torch' not in sys.modules; "
-            "assert sorted(export.__all__) == ['bundle', 'latency_cost', 'to_onnx']; "
+            "assert sorted(export.__all__) == ['add_engines', 'bundle', 'latency_cost', 'quantize_onnx', 'to_onnx', 'to_tensorrt', 'to_triton']; "
             "import slimkit.export.bundler; assert callable(export.bundle); export.to_onnx; "
             "assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,142 @@
+"""The torch backend: bundle variants saved as ``torch.export`` programs (``.pt2``), on CPU or CUDA.
+
+For GPUs without TensorRT (and for checking a bundle on a CPU box that has torch). Chosen with
+``runtime.load(bundle, backend="torch")``; this module is imported only then, so the rest of the
+runtime never loads torch. The bundle must hold ``torch_export`` files
+(``export.bundle(..., torch_export=True)``).
+
+A ``.pt2`` file is a ``torch.export`` archive (graph as JSON, weights as tensors), loaded with
+``torch.export.load``; it is the artifact PyTorch itself recommends for deployment without Python
+model code (PyTorch docs, "torch.export").
+
+CUDA graphs (``cuda_graphs=True``, CUDA only): the first call at each batch size captures the
+program into a ``torch.cuda.CUDAGraph`` with static input/output buffers; later calls at that size copy
+the input in and replay, which removes the per-kernel launch cost that dominates small models. Up to
+``max_graphs`` batch sizes are captured; other sizes run eagerly. Replays share buffers, so they are
+serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import BundleError, ConfigError, InputError, MissingExtraError
+
+__all__ = ["TorchBackend"]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingExtraError('the torch backend needs PyTorch: pip install torch (or "slimkit" with its '
+                                "default dependencies)") from e
+    return torch
+
+
+class TorchBackend:
+    """One ``torch.export`` program run on ``device``.
+
+    Args:
+        path: the ``.pt2`` file.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default ``"cuda"`` when available, else ``"cpu"``.
+        threads: torch intra-op threads (``torch.set_num_threads`` is process-wide; ``None`` leaves it).
+        providers: must be ``None`` (execution providers are an onnxruntime notion).
+        cuda_graphs: capture and replay CUDA graphs per batch size (CUDA only).
+        max_graphs: at most this many captured batch sizes.
+
+    Example:
+        >>> eng = runtime.load("out/bundle", backend="torch")  # doctest: +SKIP
+        >>> eng.run(x, budget=0.5)
+    """
+
+    name: ClassVar[str] = "torch"
+    file_kind: ClassVar[str] = "torch_export"
+    checks_inputs: ClassVar[bool] = False
+
+    @classmethod
+    def check_available(cls) -> None:
+        _torch()
+
+    def __init__(self, path: str | os.PathLike, *, device: str | None = None, threads: int | None = None,
+                 providers: Any = None, cuda_graphs: bool = False, max_graphs: int = 8):
+        torch = _torch()
+        if providers is not None:
+            raise ConfigError(f"providers={providers!r} applies to the onnxruntime backend; the torch backend "
+                              "takes device= ('cpu' or 'cuda')")
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
+            torch.set_num_threads(threads)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device "
+                              f"(torch {torch.__version__}); pass device='cpu' or install a CUDA build of torch")
+        if dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if cuda_graphs and dev.type != "cuda":
+            raise ConfigError("cuda_graphs=True needs device='cuda'")
+        try:
+            program = torch.export.load(os.fspath(path))
+        except Exception as e:  # torch raises many types for a bad archive
+            raise BundleError(f"torch.export.load could not read {os.fspath(path)!r}: {e}") from e
+        self.path = os.fspath(path)
+        self.module = program.module().to(dev)
+        self.device = "cuda" if dev.type == "cuda" else "cpu"
+        self._dev = dev
+        self._torch = torch
+        self._graphs: dict[tuple, tuple] = {} if cuda_graphs else None  # shape -> (graph, x_static, outs)
+        self._max_graphs = max_graphs
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for ``x`` as numpy arrays (thread safe)."""
+        torch = self._torch
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"expected a numpy.ndarray, got {type(x).__name__}")
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self._dev, non_blocking=True)
+            if self._graphs is not None:
+                outs = self._replay(t)
+            else:
+                outs = self.module(t)
+            outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+            return [o.detach().cpu().numpy() for o in outs]
+
+    def _replay(self, t):
+        torch = self._torch
+        key = (tuple(t.shape), t.dtype)
+        with self._lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                if len(self._graphs) >= self._max_graphs:
+                    return self.module(t)
+                static = t.clone()
+                side = torch.cuda.Stream(self._dev)
+                side.wait_stream(torch.cuda.current_stream(self._dev))
+                with torch.cuda.stream(side):  # warm up outside the graph, as the CUDA graphs docs ask
+                    for _ in range(3):
+                        self.module(static)
+                torch.cuda.current_stream(self._dev).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = self.module(static)
+                entry = self._graphs[key] = (graph, static, out)
+            graph, static, out = entry
+            static.copy_(t)
+            graph.replay()
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            return tuple(o.clone() for o in out)
+
+    def __repr__(self) -> str:
+        graphs = "" if self._graphs is None else f", cuda_graphs={len(self._graphs)} captured"
+        return f"TorchBackend({self.path!r}, device={self.device!r}{graphs})"

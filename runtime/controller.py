@@ -1,0 +1,209 @@
+"""Queue-aware SLO control: serve the largest variant whose predicted latency keeps p95 under the SLO.
+
+The policy follows the model-switching line of serving work: switch to cheaper variants of a model
+during load spikes and back when load falls (Zhang et al., "Model-Switching: Dealing with Fluctuating
+Workloads in Machine-Learning-as-a-Service Systems", HotCloud 2020), choosing per request from the
+remaining slack as SuperServe's SlackFit does (Khare et al., "SuperServe: Fine-Grained Inference
+Serving for Unpredictable Workloads", NSDI 2025). Both report SLO attainment and *effective accuracy*
+(the accuracy of answers delivered within the deadline); the server exports both.
+
+How a request is placed (all on the event-loop thread, O(variants) arithmetic):
+
+* Each variant's service time at batch ``n`` is modelled as ``a + b * n`` from a short timing at start
+  (:meth:`SLOController.calibrate`), multiplied by a shared *contention factor*: the mean (for
+  backlog and utilization) or the 95th percentile (for the latency check) of observed / modelled
+  service time over recent requests, so that CPU contention seen on the variants being served also
+  prices the ones not served right now.
+* The backlog is the predicted mean service of every admitted, unfinished request; a new request waits
+  about ``backlog / workers``.
+* The arrival rate ``lam`` is the larger of the rates over the last ``rate_window`` and the last 16
+  arrivals (fast attack, slow release: a burst is seen within 16 requests). A variant is
+  *sustainable* when ``lam * service_mean / workers <= max_utilization``: serving it at this rate does
+  not build a queue. Without this, the greedy slack rule fills the queue with the largest variant and
+  then has room only for the smallest, oscillating between the two under a burst instead of settling on
+  the largest variant the burst can sustain.
+* The request gets the largest sustainable variant (at most ``cap``, from its own budget) with
+  ``overhead_p95 + wait + service_p95 <= target * slo * scale``; if none fits, the smallest.
+* ``overhead_p95`` is the p95 of server time outside inference plus the p95 of the event loop's
+  lag (sampled by the server every 5 ms): while the loop runs late, requests wait unseen in socket
+  buffers.
+* ``scale`` closes the loop on what the server observes: every ``period`` requests, when the observed
+  p95 server latency exceeds ``target * slo`` it shrinks (x0.85, down to 0.2); when it is under half of
+  that it grows back (x1.05, up to 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from .errors import ConfigError
+
+__all__ = ["SLOController", "measure_service"]
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
+
+
+class SLOController:
+    """Pick a variant per request so that the server's p95 latency stays under ``slo_ms``.
+
+    Args:
+        names: variant names, cheapest first (``Engine.names``).
+        slo_ms: the latency objective in milliseconds (server-side: request read to response written).
+        workers: inference threads that drain the queue in parallel.
+        target: aim the predicted p95 at ``target * slo_ms``, leaving room for time the server cannot
+            see (socket queues, client) and for prediction error.
+        window: recent requests kept for the quantiles.
+        period: requests between refreshes of the quantiles and the feedback ``scale``.
+        max_utilization: the highest ``arrival rate x mean service / workers`` a variant may run at.
+        rate_window: arrivals over which the arrival rate is measured.
+
+    Example:
+        >>> c = SLOController(["small", "big"], slo_ms=10, workers=2)
+        >>> c.calibrate({"small": {1: 0.5, 8: 1.0}, "big": {1: 2.0, 8: 6.0}})
+        >>> c.choose(1)
+        1
+    """
+
+    def __init__(self, names: Sequence[str], slo_ms: float, *, workers: int = 1, target: float = 0.8,
+                 window: int = 512, period: int = 32, max_utilization: float = 0.75, rate_window: int = 64):
+        if isinstance(slo_ms, bool) or not isinstance(slo_ms, (int, float)) or not (slo_ms > 0 and math.isfinite(slo_ms)):
+            raise ConfigError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a positive int, got {workers!r}")
+        if not 0 < target <= 1:
+            raise ConfigError(f"target must be in (0, 1], got {target!r}")
+        if not 0 < max_utilization <= 1:
+            raise ConfigError(f"max_utilization must be in (0, 1], got {max_utilization!r}")
+        if not names:
+            raise ConfigError("the controller needs at least one variant")
+        self.names = list(names)
+        self.slo_ms = float(slo_ms)
+        self.workers = workers
+        self.target = target
+        self.period = period
+        k = len(self.names)
+        self.intercept_ms = [0.0] * k  # service model a + b*n per variant (ms), before contention
+        self.slope_ms = [0.0] * k
+        self.scale = 1.0
+        self.backlog_ms = 0.0
+        self.in_flight = 0
+        self._ratios: deque[float] = deque(maxlen=window)    # observed / modelled service
+        self._overheads: deque[float] = deque(maxlen=window)  # server time outside inference (ms)
+        self._totals: deque[float] = deque(maxlen=window)     # server time per request (ms)
+        self._k95 = self._kmean = 1.0
+        self._o95 = 0.0
+        self._since = 0
+        self.max_utilization = max_utilization
+        self._arrivals: deque[float] = deque(maxlen=rate_window)
+        self._lags: deque[float] = deque(maxlen=200)  # event-loop lag samples (ms), ~1 s of them
+
+    # -- model -----------------------------------------------------------------------------------------
+    def calibrate(self, service_ms: Mapping[str, Mapping[int, float]]) -> None:
+        """Set each variant's service model from timings ``{name: {batch: ms}}`` (one or more batches)."""
+        for i, name in enumerate(self.names):
+            pts = sorted((int(b), float(ms)) for b, ms in service_ms[name].items())
+            if len(pts) == 1:
+                self.intercept_ms[i], self.slope_ms[i] = 0.0, pts[0][1] / pts[0][0]
+            else:
+                (b0, t0), (b1, t1) = pts[0], pts[-1]
+                slope = max((t1 - t0) / (b1 - b0), 0.0)
+                self.intercept_ms[i], self.slope_ms[i] = max(t0 - slope * b0, 0.0), slope
+
+    def _model(self, i: int, n: int) -> float:
+        return self.intercept_ms[i] + self.slope_ms[i] * n
+
+    def predict_ms(self, i: int, n: int) -> float:
+        """Predicted p95 server latency of a request of ``n`` samples on variant ``i``, admitted now."""
+        return self._o95 + self.backlog_ms / self.workers + self._model(i, n) * self._k95
+
+    # -- per request -------------------------------------------------------------------------------------
+    def choose(self, n: int, cap: int | None = None, now: float | None = None) -> int:
+        """Index of the variant for a request of ``n`` samples (at most ``cap``, default the largest).
+
+        ``now`` (seconds, monotonic) is the arrival time; default ``time.monotonic()``.
+        """
+        arrivals = self._arrivals
+        arrivals.append(time.monotonic() if now is None else now)
+        rate = self._rate()
+        if len(arrivals) > 16:  # fast attack, slow release: a burst shows in the last 16 arrivals first
+            short = arrivals[-1] - arrivals[-16]
+            rate = max(rate, 15 / short if short > 0 else rate)
+        busy = rate * self._kmean / (1e3 * self.workers)  # utilization per ms of modelled service
+        top = len(self.names) - 1 if cap is None else cap
+        limit = self.target * self.slo_ms * self.scale
+        wait = self._o95 + self.backlog_ms / self.workers
+        k95, util = self._k95, self.max_utilization
+        for i in range(top, 0, -1):
+            service = self.intercept_ms[i] + self.slope_ms[i] * n
+            if wait + service * k95 <= limit and service * busy <= util:
+                return i
+        return 0
+
+    def _rate(self) -> float:
+        """Arrivals per second over the rate window."""
+        a = self._arrivals
+        span = a[-1] - a[0] if len(a) > 1 else 0.0
+        return (len(a) - 1) / span if span > 0 else 0.0
+
+    def admit(self, i: int, n: int) -> float:
+        """Count a request on variant ``i`` into the backlog; pass the returned token to :meth:`done`."""
+        cost = self._model(i, n) * self._kmean
+        self.backlog_ms += cost
+        self.in_flight += 1
+        return cost
+
+    def observe_lag(self, lag_ms: float) -> None:
+        """Record how late the event loop ran a timer (the server samples it every few ms)."""
+        self._lags.append(max(lag_ms, 0.0))
+
+    def cancel(self, token: float) -> None:
+        """Take a request that failed out of the backlog."""
+        self.backlog_ms = max(self.backlog_ms - token, 0.0)
+        self.in_flight -= 1
+
+    def done(self, i: int, n: int, token: float, service_ms: float, total_ms: float) -> None:
+        """Record a finished request: its inference time and its whole server time."""
+        self.backlog_ms = max(self.backlog_ms - token, 0.0)
+        self.in_flight -= 1
+        model = self._model(i, n)
+        if model > 0:
+            self._ratios.append(service_ms / model)
+        self._overheads.append(max(total_ms - service_ms, 0.0))
+        self._totals.append(total_ms)
+        self._since += 1
+        if self._since >= self.period:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._since = 0
+        if self._ratios:
+            self._k95 = max(_quantile(self._ratios, 0.95), 0.5)
+            self._kmean = max(sum(self._ratios) / len(self._ratios), 0.5)  # utilization needs the mean
+        self._o95 = _quantile(self._overheads, 0.95) + _quantile(self._lags, 0.95)
+        p95 = _quantile(list(self._totals)[-4 * self.period:], 0.95)
+        goal = self.target * self.slo_ms
+        if p95 > goal:
+            self.scale = max(self.scale * 0.85, 0.2)
+        elif p95 < 0.5 * goal:
+            self.scale = min(self.scale * 1.05, 1.0)
+
+    def state(self) -> dict[str, float]:
+        """Numbers for metrics and logs: scale, backlog, in-flight, contention and overhead estimates."""
+        return {"scale": self.scale, "backlog_ms": self.backlog_ms, "in_flight": self.in_flight,
+                "arrival_rate": self._rate(),
+                "contention_p95": self._k95, "overhead_p95_ms": self._o95}
+
+
+def measure_service(engine) -> dict[str, dict[int, float]]:
+    """p95 service time (ms) of each variant of an ``Engine`` at batch 1 and 16, for :meth:`calibrate`."""
+    try:
+        res = engine.measure_latency(batches=(1, 16), repeats=40, warmup=5)
+    except ConfigError as e:
+        raise ConfigError(f"SLO mode times each variant at start and could not: {e}") from None
+    return {n: {b: r["p95_ms"] for b, r in per.items()} for n, per in res.items()}

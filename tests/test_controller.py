@@ -1,0 +1,139 @@
+"""SLO controller: placement by queue and service model, feedback, and the server in SLO mode."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import pytest
+
+from slimkit.runtime.controller import SLOController
+from slimkit.runtime.errors import ConfigError
+
+NAMES = ["small", "medium", "large"]
+# service ms at batch 1 and 8: small 1 + 0.1n, medium 2 + 0.5n, large 4 + 1n
+TIMES = {"small": {1: 1.1, 8: 1.8}, "medium": {1: 2.5, 8: 6.0}, "large": {1: 5.0, 8: 12.0}}
+
+
+def _controller(slo_ms=20.0, workers=1, **kw):
+    c = SLOController(NAMES, slo_ms, workers=workers, target=1.0, **kw)
+    c.calibrate(TIMES)
+    return c
+
+
+def test_idle_server_serves_the_largest_variant_that_fits_the_slo():
+    assert _controller(20).choose(1) == 2          # 5 ms <= 20
+    assert _controller(20).choose(8) == 2          # 12 ms <= 20
+    assert _controller(10).choose(8) == 1          # large 12 > 10, medium 6 <= 10
+    assert _controller(1.5).choose(1) == 0         # nothing fits: the smallest
+    assert _controller(20).choose(1, cap=1) == 1   # a request's budget caps the choice
+
+
+def test_steps_down_as_the_queue_grows_and_back_up_as_it_drains():
+    c = _controller(20, workers=1)
+    picks, tokens = [], []
+    for k in range(8):  # a queue builds (nothing finishes meanwhile), arrivals 1 s apart
+        i = c.choose(1, now=float(k))
+        picks.append(i)
+        tokens.append((i, c.admit(i, 1)))
+    assert picks[0] == 2 and picks[-1] == 0 and picks == sorted(picks, reverse=True)
+    assert c.in_flight == 8
+    for i, tok in tokens:  # the queue drains at the modelled speed
+        c.done(i, 1, tok, service_ms=c._model(i, 1), total_ms=5.0)
+    assert c.backlog_ms == pytest.approx(0.0, abs=1e-9) and c.in_flight == 0
+    assert c.choose(1, now=8.0) == 2
+
+
+@pytest.mark.parametrize("rate, pick", [(100, 2), (200, 1), (400, 0)])
+def test_arrival_rate_picks_the_largest_sustainable_variant(rate, pick):
+    # utilization = rate x service: large 5 ms, medium 2.5 ms; the limit is 0.75
+    c = _controller(1000)
+    for k in range(64):
+        i = c.choose(1, now=k / rate)
+    assert i == pick and c.state()["arrival_rate"] == pytest.approx(rate)
+
+
+def test_a_burst_is_seen_within_16_arrivals_and_load_falling_steps_back_up():
+    c = _controller(1000)
+    t = 0.0
+    for _ in range(64):  # calm: 100/s, the largest variant is sustainable
+        t += 0.01
+        i = c.choose(1, now=t)
+    assert i == 2
+    for _ in range(16):  # a burst at 400/s: the short window sees it before the long one does
+        t += 0.0025
+        i = c.choose(1, now=t)
+    assert i == 0
+    for _ in range(64):  # calm again
+        t += 0.01
+        i = c.choose(1, now=t)
+    assert i == 2
+
+
+def test_workers_share_the_backlog():
+    one, four = _controller(20, workers=1), _controller(20, workers=4)
+    for c in (one, four):
+        for _ in range(4):  # 20 ms of queued work
+            c.admit(2, 1)
+    assert one.choose(1) < four.choose(1) == 2
+
+
+def test_observed_slowdown_prices_every_variant():
+    c = _controller(20, period=8)
+    for _ in range(16):  # the served variant runs 3x slower than calibrated (contention)
+        tok = c.admit(0, 1)
+        c.done(0, 1, tok, service_ms=3 * c._model(0, 1), total_ms=4.0)
+    assert c.state()["contention_p95"] == pytest.approx(3.0)
+    assert c.choose(8) == 1  # large 12 ms x 3 > 20; medium 6 x 3 = 18 fits
+
+
+def test_feedback_shrinks_the_target_when_observed_p95_misses_and_recovers():
+    c = _controller(20, period=8)
+    for _ in range(8):
+        tok = c.admit(2, 1)
+        c.done(2, 1, tok, service_ms=5.0, total_ms=30.0)  # unseen delay: the server saw 30 ms
+    assert c.scale < 1.0
+    low = c.scale
+    for _ in range(200):
+        tok = c.admit(0, 1)
+        c.done(0, 1, tok, service_ms=1.1, total_ms=2.0)
+    assert c.scale > low
+
+
+@pytest.mark.parametrize("kw", [{"slo_ms": 0}, {"slo_ms": -1}, {"slo_ms": float("nan")}, {"slo_ms": "5"},
+                                {"workers": 0}, {"target": 1.5}])
+def test_bad_settings_raise_config_error(kw):
+    args = {"slo_ms": 10.0, "workers": 1, **kw}
+    with pytest.raises(ConfigError):
+        SLOController(NAMES, args.pop("slo_ms"), **args)
+
+
+def test_server_in_slo_mode_reports_slo_metrics(tiny_bundle):
+    pytest.importorskip("uvicorn")
+    from slimkit.runtime.server import serve
+
+    with serve(tiny_bundle, port=0, block=False, log_level="warning", slo_ms=50.0) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        x = np.zeros((1, 16), np.float32)
+        seen = set()
+        for params in [{}, {}, {"budget": 0.5}, {"variant": "w8"}]:
+            body = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": x.ravel().tolist()}],
+                    "parameters": params}
+            conn.request("POST", "/v2/models/bundle/infer", json.dumps(body))
+            r = conn.getresponse()
+            variant = json.loads(r.read())["parameters"]["variant"]
+            assert r.status == 200
+            seen.add(variant)
+            if params.get("budget") == 0.5:
+                assert variant in ("w8", "w16")  # a budget caps the controller
+            if "variant" in params:
+                assert variant == "w8"  # a pinned variant is served as asked
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    assert "slimkit_slo_seconds 0.05" in text
+    within = [ln for ln in text.splitlines() if ln.startswith("slimkit_slo_requests_total")]
+    assert sum(float(ln.split()[-1]) for ln in within) == 4
+    assert 'slimkit_slo_controller{quantity="scale"}' in text
+    assert "slimkit_slo_accuracy_sum" in text
