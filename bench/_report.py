@@ -138,6 +138,14 @@ def markdown(r: dict, *, json_path: Path) -> str:
             "when another process holds a core, those calls wait for it (long p95, inflated w1.00 times), "
             "so the `1`-thread speedup is the one to trust on this box.", ""]
 
+    out += ["## Other benchmarks", "",
+            "Each method and the serving stack has its own script and report (see bench/README.md): "
+            "[SPARSE_RNN_RESULTS.md](SPARSE_RNN_RESULTS.md) (sparse RNN pruning vs torch.nn.utils.prune), "
+            "[SNNK_RESULTS.md](SNNK_RESULTS.md) (SNNK vs truncated SVD), "
+            "[BOOST_RESULTS.md](BOOST_RESULTS.md) (GBNN vs an Adam-trained head), "
+            "[QUANTIZE_RESULTS.md](QUANTIZE_RESULTS.md) (INT8 vs FP32), "
+            "[SERVE_RESULTS.md](SERVE_RESULTS.md) (slimkit serve vs KServe, SLO control), "
+            "[N2N_RESULTS.md](N2N_RESULTS.md) (N2N vs uniform, Torch-Pruning, random search).", ""]
     out += ["## Not measured here", "",
             "- GPU / TensorRT latency: this machine has no GPU.",
             "- Absolute latencies on a quiet machine: the box is shared, so only interleaved ratios are reported "
