@@ -25,6 +25,7 @@ translation to the ONNX ``RNN`` op), and where this torch lacks the hooks it nee
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import warnings
@@ -296,6 +297,20 @@ def _plain_rnn_export():
     return capturing(), {aten_op: translate(name) for aten_op, (_, name) in ops.items()}
 
 
+@contextlib.contextmanager
+def _quiet_registry():
+    """Silence the exporter's registry while it loads: without torchvision it logs one warning per
+    torchvision op it skips ("torchvision is not installed. Skipping torchvision::nms"), on every export.
+    Nothing a slimkit user can or needs to act on."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _clear_rnn_dispatch_cache() -> None:
     # see the module docstring: stale cached kernels of these ops pin the time dim of a later export
     for op_name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
@@ -312,7 +327,7 @@ def _export(module: nn.Module, x: torch.Tensor, dims: dict[int, str], out_names:
     plain_rnn = _plain_rnn_export() if _hint_rnn(module) else None
     context, table = plain_rnn if plain_rnn is not None else (contextlib.nullcontext(), None)
     try:
-        with warnings.catch_warnings(), context:
+        with warnings.catch_warnings(), context, _quiet_registry():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             # nn.LSTM/GRU re-assign _flat_weights while traced; harmless, and not the user's to fix

@@ -155,3 +155,9 @@ def test_bad_arguments(tmp_path):
         to_onnx(model, np.zeros((1, 4), np.float32), tmp_path / "a.onnx")
     with pytest.raises(ConfigError, match="nn.Module"):
         to_onnx(lambda x: x, torch.randn(1, 4), tmp_path / "a.onnx")
+
+
+def test_export_does_not_spam_the_log_about_torchvision(tmp_path, capfd):
+    to_onnx(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.randn(1, 4), tmp_path / "m.onnx")
+    captured = capfd.readouterr()
+    assert "torchvision" not in captured.err + captured.out
