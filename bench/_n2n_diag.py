@@ -1,23 +1,64 @@
-"""Diagnostic of bench/n2n.py: the same N2N cells, with the removal policy started at keep probability 0.5
-instead of the library default 0.8 (policies/nets.py RemovalPolicy init_keep). The library is not modified;
-the n2n module's RemovalPolicy name is rebound for this process only. Results go to "diagnostics" in
-bench/n2n_results.json."""
+"""Proxy check of bench/n2n.py: does the search's 1-epoch-distillation reward rank students the way the final
+10-epoch distillation does? If it does not, no search (RL or random) can beat a good fixed point.
+
+For each (budget, seed) it scores the uniform anchor and 40 random removal masks with random shapes, exactly
+as the N2N search scores students (_Search with the bench's config: fill, 1 epoch, val reward), final-trains
+up to 8 distinct students (the top 5 by search reward and 3 spread over the rest) with the bench's 10-epoch
+distillation, and reports Spearman's rank correlation of search accuracy with final val and test accuracy.
+Results go to "proxy_check" in bench/n2n_results.json.
+
+    .venv/bin/python -W ignore bench/_n2n_diag.py 0.05:0 0.02:0      # budget:seed
+"""
 
 from __future__ import annotations
 
-import functools
+import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import n2n as B  # noqa: E402
 
-N = sys.modules["slimkit.compress.n2n"]
-N.RemovalPolicy = functools.partial(N.RemovalPolicy, init_keep=0.5)
+
+def check(teacher, s, ratio, seed, tp_) -> dict:
+    t = time.perf_counter()
+    cfg = B.N2NConfig(**B._config(ratio, seed))
+    B.set_seed(seed)
+    work, _ = B.sorted_copy(teacher, s.example_input)
+    search = B._Search(work, s.example_input, s.train, s.val, cfg, False)
+    search.anchor()
+    rng = np.random.default_rng(2000 + seed)
+    units = search.analysis.units
+    for _ in range(40):
+        remove = [u for u in units if rng.random() < 0.5]
+        levels = [int(i) for i in rng.integers(0, len(cfg.ratios), len(search.shrink_rows(remove)))]
+        search.score(search.fit_budget(remove, levels))
+    valid = sorted((st for st in search.cache.values() if st.error is None and not math.isnan(st.accuracy)),
+                   key=lambda st: -st.reward)
+    rest = valid[5:]
+    picks = valid[:5] + [rest[i] for i in np.unique(np.linspace(0, len(rest) - 1, 3).round().astype(int))
+                         if rest]
+    rows = []
+    for st in picks:
+        model = search.build(st.arch)
+        B.distill(model, search.teacher, s, seed)
+        m = B.measure(model, s, tp_)
+        rows.append({"search_accuracy": st.accuracy, "search_reward": st.reward, "params": m["params"],
+                     "final_val": m["val_accuracy"], "final_test": m["test_accuracy"],
+                     "remove": st.arch["remove"], "channels": st.arch["channels"],
+                     "anchor": st.arch == search.anchor().arch})
+    sa = [r["search_accuracy"] for r in rows]
+    return {"students": rows, "distinct_scored": len(valid), "wall_s": time.perf_counter() - t,
+            "spearman_search_vs_final_val": float(spearmanr(sa, [r["final_val"] for r in rows])[0]),
+            "spearman_search_vs_final_test": float(spearmanr(sa, [r["final_test"] for r in rows])[0]),
+            "spearman_final_val_vs_test": float(spearmanr([r["final_val"] for r in rows],
+                                                          [r["final_test"] for r in rows])[0])}
 
 
 def main(cells):
@@ -25,16 +66,13 @@ def main(cells):
     teacher = B.load_teacher(s)
     tp_ = B.count_params(teacher)
     for ratio, seed in cells:
-        k = f"init_keep0.5|{B.BUDGETS[ratio]}|seed{seed}|n2n"
-        t = time.perf_counter()
-        try:
-            out, _ = B.run_n2n(teacher, s, ratio, seed, tp_)
-        except Exception as e:
-            out = {"error": f"{type(e).__name__}: {e}"}
-        out.update(budget=ratio, ratio=B.BUDGETS[ratio], seed=seed, cell_wall_s=time.perf_counter() - t)
+        k = f"{B.BUDGETS[ratio]}|seed{seed}"
+        out = check(teacher, s, ratio, seed, tp_)
         with B.locked() as doc:
-            doc.setdefault("diagnostics", {})[k] = out
-        print(k, out.get("error") or f"test {out['test_accuracy']:.4f} params {out['params']}", flush=True)
+            doc.setdefault("proxy_check", {})[k] = out
+        print(k, {a: b for a, b in out.items() if a != "students"}, flush=True)
+        for r in out["students"]:
+            print("  ", {a: b for a, b in r.items() if a not in ("channels",)}, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ Gradient Reinforcement Learning", ICLR 2018, arXiv 1709.06030, on top of slimkit
 4. Both policies are trained with REINFORCE (moving-average baseline). The result is the Pareto set
    (cost versus validation accuracy) of every student found, each given a final distillation.
 
+Beyond the paper, with a budget: the search first scores the budget-meeting uniformly shrunk student (an
+AMC-style anchor; He et al., ECCV 2018, arXiv 1802.03494), and every sampled action is projected onto the
+budget and then widened again to exact channel counts that use it up (``fill``). ``rerank=k`` final-trains
+the k best students by search reward instead of the Pareto spread, since the short proxy ranks close
+students only roughly.
+
 A ``budget`` such as ``{"params": 0.2}`` is a hard limit: students over it are never trained or returned
 (during the search they score below every valid student, by how far they overshoot).
 """
@@ -69,7 +75,8 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
         policies: a directory holding ``policy-remove/`` and/or ``policy-shrink/`` saved by another search
             (its checkpoint), to start from them: transfer, e.g. from a shallower teacher (the policies do
             not depend on the number of layers).
-        **options: the rest of :class:`N2NConfig` (``final_epochs``, ``ratios``, ``max_variants``, ...).
+        **options: the rest of :class:`N2NConfig` (``final_epochs``, ``ratios``, ``max_variants``,
+            ``fill`` (default True), ``rerank`` (default 0: the Pareto spread), ...).
 
     Returns:
         The Pareto set (cost versus validation accuracy) of the students found, cheapest first.
@@ -175,6 +182,8 @@ def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -
     # a small entropy bonus: plain REINFORCE became confident after ~40 updates on the toy envs
     trainers = {name: Reinforce(policy, lr=cfg.policy_lr, entropy_coef=0.01) for name, policy in start.items()}
     state.restore(trainers, search)
+    if cfg.budget:
+        search.anchor()  # cached: free on resume
     units = search.analysis.units
     stages = (["remove"] if units else []) + ["shrink"]
     total = cfg.iterations * len(stages)
@@ -217,15 +226,14 @@ def _pareto_family(search: _Search, teacher: nn.Module, cfg: N2NConfig) -> Famil
     valid = [s for s in search.cache.values() if s.error is None and not math.isnan(s.accuracy)]
     if not valid:
         raise UnsupportedModelError("N2N found no valid student within the budget; see the warnings above")
-    valid.sort(key=lambda s: (s.cost[cfg.cost], -s.accuracy))
-    front, best_acc = [], -1.0
-    for s in valid:
-        if s.accuracy > best_acc:
-            front.append(s)
-            best_acc = s.accuracy
-    if len(front) > cfg.max_variants:  # keep the spread: evenly spaced in cost, always the best one
-        idx = np.unique(np.linspace(0, len(front) - 1, cfg.max_variants).round().astype(int))
-        front = [front[i] for i in idx]
+    if cfg.rerank:  # the short proxy ranks students roughly: final-train the top few, keep the best
+        front = sorted(valid, key=lambda s: -s.reward)[:cfg.rerank]
+    else:
+        valid.sort(key=lambda s: (s.cost[cfg.cost], -s.accuracy))
+        front = _front(valid, lambda s: s.accuracy)
+        if len(front) > cfg.max_variants:  # keep the spread: evenly spaced in cost, always the best one
+            idx = np.unique(np.linspace(0, len(front) - 1, cfg.max_variants).round().astype(int))
+            front = [front[i] for i in idx]
     x = search.x
     variants = []
     for s in front:
@@ -234,13 +242,28 @@ def _pareto_family(search: _Search, teacher: nn.Module, cfg: N2NConfig) -> Famil
             seed=cfg.seed)
         metrics = evaluate(student, search.val)
         name = f"n2n-{cfg.cost}{s.cost[cfg.cost]:.3f}"
+        if any(v.name == name for v in variants):  # reranked students can round to the same cost
+            name += f"-{sum(v.name.startswith(name) for v in variants) + 1}"
         config = {"remove": s.arch["remove"], "channels": s.arch["channels"], "search_reward": s.reward,
-                  "n2n": _cfg_json(cfg)}
+                  "search_accuracy": s.accuracy, "search_cost": s.cost[cfg.cost], "n2n": _cfg_json(cfg)}
         variants.append(Variant.measure(name, student, x, metrics=metrics, config=config))
+    if cfg.rerank:  # the Pareto set by final validation accuracy
+        variants.sort(key=lambda v: (v.config["search_cost"], -v.metrics["accuracy"]))
+        variants = _front(variants, lambda v: v.metrics["accuracy"])
     source = {"params": search.teacher_cost["params"], "macs": search.teacher_cost["macs"],
               "metrics": {"accuracy": search.teacher_acc}}
     return Family(variants, method="n2n", example_input=x, source=source,
                   base=getattr(teacher, "slimkit_zoo", None))
+
+
+def _front(items: list, accuracy: Callable) -> list:
+    """The Pareto front of ``items`` sorted cheapest first: each one more accurate than all cheaper ones."""
+    front, best = [], -1.0
+    for it in items:
+        if accuracy(it) > best:
+            front.append(it)
+            best = accuracy(it)
+    return front
 
 
 @register_rebuilder("n2n")

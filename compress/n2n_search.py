@@ -42,6 +42,8 @@ class N2NConfig:
     max_variants: int = 6
     ratios: tuple[float, ...] = RATIOS
     round_to: int = 8  # channel counts are multiples of this (groups smaller than 2x it: any count)
+    fill: bool = True  # after projection, widen the sampled shape to exact channel counts that use up the budget
+    rerank: int = 0  # >0: final-train the this many best students by search reward, return their Pareto set
     lr: float = 3e-3
     policy_lr: float = 3e-3
     seed: int = 0
@@ -58,6 +60,10 @@ class N2NConfig:
             if k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
                 raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {names} and values fractions of "
                                   "the teacher's cost in (0, 1], e.g. {'params': 0.2}")
+        if not isinstance(self.fill, bool):
+            raise ConfigError(f"fill must be True or False, got {self.fill!r}")
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
+            raise ConfigError(f"rerank must be an int >= 0 (0: final-train the Pareto spread), got {self.rerank!r}")
         for name in ("iterations", "rollouts", "final_epochs", "max_variants", "round_to"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -186,8 +192,49 @@ class _Search:
 
     def fit_budget(self, remove: list[str], levels: list[int] | None) -> dict:
         """Project a sampled action onto the budget, like AMC's action clipping: lower every group's
-        ratio by the fewest equal steps that make the student fit. The policy is still credited with
-        the action it sampled; the reward is that of the student actually built."""
+        ratio by the fewest equal steps that make the student fit; then, with ``fill``, widen it again to
+        exact channel counts that use up the budget (:meth:`fill_budget`). The policy is still credited
+        with the action it sampled; the reward is that of the student actually built."""
+        arch = self._project(remove, levels)
+        if not (self.cfg.fill and self.cfg.budget):
+            return arch
+        top = len(self.cfg.ratios) - 1
+        levels = [top] * len(self.shrink_rows(remove)) if levels is None else list(levels)
+        shape = dict(zip((g.root for g in self.shrink_rows(remove)), (self.cfg.ratios[i] for i in levels)))
+        return self.fill_budget(arch["remove"], shape) or arch
+
+    def fill_budget(self, remove: list[str], shape: dict[str, float]) -> dict | None:
+        """The sampled widths ``shape`` (group root -> fraction; missing: 1.0) scaled by the largest common
+        factor that fits the budget, at exact channel counts (whole heads), like AMC's budget-meeting
+        final layers. All groups at one fraction give uniform width shrinking. None if nothing fits."""
+        groups = self.shrink_rows(remove)
+        fracs = [shape.get(g.root, 1.0) for g in groups]
+
+        def at(s: float) -> dict:
+            keep = {g.root: g.keep(min(1.0, f * s), 1) for g, f in zip(groups, fracs)}
+            return {"remove": list(remove), "channels": {r: k for (r, k), g in zip(keep.items(), groups)
+                                                         if k < g.size}}
+
+        hi = 1.0 / min(fracs, default=1.0)
+        try:
+            if self.fits(at(hi)):
+                return at(hi)
+            lo = 0.0
+            if not self.fits(at(lo)):
+                return None
+            for _ in range(14):  # bisection on the common factor; cost_of memoises repeats
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if self.fits(at(mid)) else (lo, mid)
+        except Exception:
+            return None  # invalid: the projected student stands
+        return at(lo)
+
+    def anchor(self) -> _Student:
+        """AMC-style warm start: score the budget-meeting uniformly shrunk student (nothing removed, every
+        group at the same exact width) before the search samples anything."""
+        return self.score(self.fit_budget([], None))
+
+    def _project(self, remove: list[str], levels: list[int] | None) -> dict:
         groups = self.shrink_rows(remove)
         top = len(self.cfg.ratios) - 1
         levels = [top] * len(groups) if levels is None else list(levels)

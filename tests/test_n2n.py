@@ -119,6 +119,42 @@ def test_rewards_are_cached_and_invalid_students_score_minus_one(tiny):
     assert bad.reward == -1.0 and "no.such.module" in bad.error
 
 
+def test_budget_fill_uses_exact_channel_counts_and_the_uniform_anchor_comes_first(tiny):
+    splits, teacher = tiny
+    x = splits.example_input
+    cfg = N2NConfig(epochs=0, budget={"params": 0.2}, ratios=(0.25, 0.5, 1.0))
+    search = _Search(teacher, x, splits.train, splits.val, cfg, progress=False)
+    coarse = search._project([], None)  # projection alone: multiples of 8, far under the budget
+    filled = search.fit_budget([], None)
+    assert search.fits(filled) and search.cost_of(filled)["params"] > search.cost_of(coarse)["params"]
+    widths = [k / g.size for g in search.analysis.groups for r, k in filled["channels"].items() if r == g.root]
+    assert len(widths) == len(search.analysis.groups) and max(widths) - min(widths) < 0.1  # uniform shape
+    # one more channel in every group no longer fits: the budget is used up
+    wider = {"remove": [], "channels": {r: k + 1 for r, k in filled["channels"].items()}}
+    assert not search.fits(wider)
+    assert search.anchor().arch == filled and search.anchor().reward > 0
+    # a sampled non-uniform shape keeps its proportions; fill=False keeps the coarse projection
+    shaped = search.fit_budget([], [0] + [2] * (len(search.analysis.groups) - 1))
+    first = search.analysis.groups[0]
+    assert shaped["channels"][first.root] < filled["channels"][first.root] and search.fits(shaped)
+    plain = _Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0, budget={"params": 0.2},
+                    ratios=(0.25, 0.5, 1.0), fill=False), progress=False)
+    assert plain.fit_budget([], None) == coarse
+    with pytest.raises(ConfigError, match="rerank must be an int"):
+        N2NConfig(rerank=-1)
+
+
+def test_rerank_final_trains_the_top_students_by_search_reward(tiny):
+    splits, teacher = tiny
+    fam = n2n(teacher, train=splits.train, val=splits.val, budget={"params": 0.3}, iterations=1, rollouts=3,
+              epochs=1, final_epochs=1, rerank=2, progress=False, seed=0)
+    assert 1 <= len(fam) <= 2
+    accs = [v.metrics["accuracy"] for v in fam]
+    assert accs == sorted(accs) and len(set(accs)) == len(accs)  # a Pareto set by final val accuracy
+    for v in fam:
+        assert v.params <= 0.3 * fam.source["params"] and v.config["search_reward"] > 0
+
+
 def test_bad_input_raises_clear_errors(tiny):
     splits, teacher = tiny
     kw = dict(train=splits.train, val=splits.val, iterations=1, rollouts=1, progress=False)
