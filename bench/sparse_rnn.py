@@ -145,6 +145,7 @@ def main() -> int:
     p.add_argument("--cells", nargs="+", default=["gru", "lstm"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=30, help="interleaved latency rounds")
+    p.add_argument("--out-dir", type=Path, default=None, help="where to write (default bench/, or bench/out/ with --quick)")
     p.add_argument("--render", type=Path, help="only recompute the targets and rewrite the markdown from this JSON")
     args = p.parse_args()
     if args.render:
@@ -155,7 +156,7 @@ def main() -> int:
         return 0
     if args.quick:
         args.samples, args.epochs, args.dense_epochs, args.rounds = 2000, 1, 2, 5
-    out_dir = ROOT / "out" if args.quick else ROOT
+    out_dir = args.out_dir or (ROOT / "out" if args.quick else ROOT)
     t_start = time.perf_counter()
     splits = data.mnist1d(num_samples=args.samples, layout="sequence", seed=args.seed)
     doc: dict = {"setup": {"data": f"MNIST-1D, {args.samples} samples, layout='sequence' (B, 40, 1), 80/10/10",

@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
     serve(args.bundle, host=args.host, port=args.port, name=args.name, workers=args.workers,
           threads=args.threads, slo_ms=args.slo_ms, token=token, max_body_bytes=args.max_body_mb << 20,
-          inline_us=args.inline_us, log_level=args.log_level)
+          inline_us=args.inline_us, log_level=args.log_level, slo_min_gain=args.slo_min_gain)
     return 0
 
 
@@ -146,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="inference threads per process (default: CPUs)")
     s.add_argument("--slo-ms", type=float, default=None,
                    help="SLO mode: serve the largest variant that keeps p95 server latency under this")
+    s.add_argument("--slo-min-gain", type=float, default=0.005,
+                   help="SLO mode: a costlier variant must be this much more accurate (fraction) to be served "
+                        "(default 0.005)")
     s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (except health)")
     s.add_argument("--token-env", default=None, metavar="VAR",
                    help="read the token from this environment variable (keeps it out of the process list)")

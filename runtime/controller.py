@@ -22,7 +22,11 @@ How a request is placed (all on the event-loop thread, O(variants) arithmetic):
   not build a queue. Without this, the greedy slack rule fills the queue with the largest variant and
   then has room only for the smallest, oscillating between the two under a burst instead of settling on
   the largest variant the burst can sustain.
-* The request gets the largest sustainable variant (at most ``cap``, from its own budget) with
+* Only variants on the accuracy frontier are candidates: when the manifest gives accuracies, a variant
+  that costs more than a cheaper candidate without being at least ``min_gain`` more accurate is never
+  chosen. It would spend latency budget, and under load push later requests down to a much worse
+  variant, for a gain smaller than the noise of a validation estimate (1,000 samples: +-0.4 points).
+* The request gets the largest sustainable candidate (at most ``cap``, from its own budget) with
   ``overhead_p95 + wait + service_p95 <= target * slo * scale``; if none fits, the smallest.
 * ``overhead_p95`` is the p95 of server time outside inference plus the p95 of the event loop's
   lag (sampled by the server every 5 ms): while the loop runs late, requests wait unseen in socket
@@ -44,6 +48,20 @@ from .errors import ConfigError
 __all__ = ["SLOController", "measure_service"]
 
 
+def _frontier(accuracy: Sequence[float] | None, k: int, min_gain: float = 0.0) -> list[int]:
+    """Indices (cheapest first) of the variants more than ``min_gain`` more accurate than every cheaper
+    candidate; all when accuracies are unknown."""
+    if accuracy is None:
+        return list(range(k))
+    keep, best = [0], accuracy[0]
+    for i in range(1, k):
+        a = accuracy[i]
+        if math.isnan(a) or math.isnan(best) or a > best + min_gain:
+            keep.append(i)
+            best = a if not math.isnan(a) else best
+    return keep
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
@@ -62,6 +80,11 @@ class SLOController:
         period: requests between refreshes of the quantiles and the feedback ``scale``.
         max_utilization: the highest ``arrival rate x mean service / workers`` a variant may run at.
         rate_window: arrivals over which the arrival rate is measured.
+        accuracy: each variant's accuracy, in ``names`` order (NaN where unknown). A variant not at
+            least ``min_gain`` more accurate than every cheaper candidate is skipped. ``None``: every
+            variant is a candidate.
+        min_gain: the accuracy (fraction) a costlier variant must add to be worth serving (default 0.005,
+            half a point; 0 keeps every strictly better variant).
 
     Example:
         >>> c = SLOController(["small", "big"], slo_ms=10, workers=2)
@@ -71,7 +94,8 @@ class SLOController:
     """
 
     def __init__(self, names: Sequence[str], slo_ms: float, *, workers: int = 1, target: float = 0.8,
-                 window: int = 512, period: int = 32, max_utilization: float = 0.75, rate_window: int = 64):
+                 window: int = 512, period: int = 32, max_utilization: float = 0.75, rate_window: int = 64,
+                 accuracy: Sequence[float] | None = None, min_gain: float = 0.005):
         if isinstance(slo_ms, bool) or not isinstance(slo_ms, (int, float)) or not (slo_ms > 0 and math.isfinite(slo_ms)):
             raise ConfigError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -83,6 +107,11 @@ class SLOController:
         if not names:
             raise ConfigError("the controller needs at least one variant")
         self.names = list(names)
+        if accuracy is not None and len(accuracy) != len(self.names):
+            raise ConfigError(f"accuracy needs one value per variant ({len(self.names)}), got {len(accuracy)}")
+        if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < 1:
+            raise ConfigError(f"min_gain must be an accuracy difference in [0, 1), got {min_gain!r}")
+        self.candidates = _frontier(accuracy, len(self.names), float(min_gain))  # ascending; 0 always in
         self.slo_ms = float(slo_ms)
         self.workers = workers
         self.target = target
@@ -139,7 +168,9 @@ class SLOController:
         limit = self.target * self.slo_ms * self.scale
         wait = self._o95 + self.backlog_ms / self.workers
         k95, util = self._k95, self.max_utilization
-        for i in range(top, 0, -1):
+        for i in reversed(self.candidates):
+            if i > top or i == 0:
+                continue
             service = self.intercept_ms[i] + self.slope_ms[i] * n
             if wait + service * k95 <= limit and service * busy <= util:
                 return i

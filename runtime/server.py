@@ -68,6 +68,8 @@ class ServeConfig:
         threads: inference threads (default: the CPU count).
         slo_ms: serve in SLO mode with this server-side p95 latency objective.
         slo_target: the controller aims predicted p95 at ``slo_target * slo_ms``.
+        slo_min_gain: in SLO mode, a costlier variant is served only if its manifest accuracy is at least
+            this much higher than a cheaper one's (see :class:`~slimkit.runtime.controller.SLOController`).
         token: require ``Authorization: Bearer <token>`` on every non-health endpoint.
         max_body_bytes: larger request bodies get 413.
         backend: the engine backend (``"onnxruntime"``).
@@ -83,6 +85,7 @@ class ServeConfig:
     threads: int | None = None
     slo_ms: float | None = None
     slo_target: float = 0.8
+    slo_min_gain: float = 0.005
     token: str | None = None
     max_body_bytes: int = 16 << 20
     backend: str = "onnxruntime"
@@ -123,7 +126,8 @@ class InferenceApp:
         self.accuracy = [float(v.metrics.get("accuracy", float("nan"))) for v in self.engine.variants]
         self.controller = None
         if cfg.slo_ms is not None:
-            self.controller = SLOController(self.names, cfg.slo_ms, workers=self.threads, target=cfg.slo_target)
+            self.controller = SLOController(self.names, cfg.slo_ms, workers=self.threads, target=cfg.slo_target,
+                                            accuracy=self.accuracy, min_gain=cfg.slo_min_gain)
             self.controller.calibrate(measure_service(self.engine))
         self.metrics = ServerMetrics(self.name, self.names, self.accuracy, self.controller)
         # per-variant running mean of inference seconds per sample; unknown (inf) until first measured
@@ -393,7 +397,7 @@ class RunningServer:
 def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *, name: str | None = None,
           workers: int = 1, threads: int | None = None, slo_ms: float | None = None, token: str | None = None,
           max_body_bytes: int = 16 << 20, inline_us: float = 100.0, log_level: str = "info",
-          block: bool = True) -> RunningServer | None:
+          block: bool = True, slo_min_gain: float = 0.005) -> RunningServer | None:
     """Serve a bundle over the KServe v2 / Triton HTTP protocol until SIGTERM or Ctrl-C.
 
     Args:
@@ -408,6 +412,8 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
             latency keeps the server's p95 under ``slo_ms`` at the current queue (a request's
             ``budget`` or ``latency_ms`` then caps the choice); see :mod:`slimkit.runtime.controller`.
         token: require ``Authorization: Bearer <token>`` on every endpoint but health.
+        slo_min_gain: SLO mode serves a costlier variant only if its manifest accuracy beats every
+            cheaper candidate's by at least this (default half a point; 0: any gain).
         max_body_bytes: request bodies above this get 413.
         inline_us: a request alone in the server and predicted to compute for at most this many
             microseconds runs on the event loop instead of the pool (0: always the pool); see
@@ -426,7 +432,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
         ...     print(srv.url)
     """
     cfg = ServeConfig(os.fspath(bundle), name=name, threads=threads, slo_ms=slo_ms, token=token,
-                      max_body_bytes=max_body_bytes, inline_us=inline_us)
+                      max_body_bytes=max_body_bytes, inline_us=inline_us, slo_min_gain=slo_min_gain)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive int, got {workers!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

@@ -45,6 +45,22 @@ def test_steps_down_as_the_queue_grows_and_back_up_as_it_drains():
     assert c.choose(1, now=8.0) == 2
 
 
+def test_a_variant_no_more_accurate_than_a_cheaper_one_is_never_chosen():
+    c = SLOController(NAMES, 20.0, target=1.0, accuracy=[0.90, 0.95, 0.95])  # large buys nothing
+    c.calibrate(TIMES)
+    assert c.candidates == [0, 1] and c.choose(1) == 1 and c.choose(1, cap=0) == 0
+    c = SLOController(NAMES, 20.0, target=1.0, accuracy=[0.971, 0.988, 0.990])  # +0.2 pt: not worth 2x
+    assert c.candidates == [0, 1]
+    assert SLOController(NAMES, 20.0, accuracy=[0.971, 0.988, 0.990], min_gain=0).candidates == [0, 1, 2]
+    c = SLOController(NAMES, 20.0, target=1.0, accuracy=[0.90, float("nan"), 0.96])  # unknown: kept
+    c.calibrate(TIMES)
+    assert c.candidates == [0, 1, 2] and c.choose(1) == 2
+    with pytest.raises(ConfigError, match="one value per variant"):
+        SLOController(NAMES, 20.0, accuracy=[0.9])
+    with pytest.raises(ConfigError, match="min_gain"):
+        SLOController(NAMES, 20.0, min_gain=-0.1)
+
+
 @pytest.mark.parametrize("rate, pick", [(100, 2), (200, 1), (400, 0)])
 def test_arrival_rate_picks_the_largest_sustainable_variant(rate, pick):
     # utilization = rate x service: large 5 ms, medium 2.5 ms; the limit is 0.75
