@@ -4,6 +4,7 @@ deployment, by Python handle and by KServe v2 HTTP, with the same outputs as the
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -24,8 +25,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A busy 2-core CI box can take longer than Ray Serve's default 5 s to get its HTTP proxy ready, after
+# which Ray kills it ("killed by ray.kill"); the workers inherit these from the driver's environment.
+_PATIENT = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    saved = {k: os.environ.get(k) for k in _PATIENT}
+    os.environ.update(_PATIENT)
     ray.init(num_cpus=2, include_dashboard=False, address="local", _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
     port = _free_port()
@@ -33,6 +41,11 @@ def cluster():
     yield port
     serve.shutdown()
     ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
