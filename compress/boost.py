@@ -37,6 +37,7 @@ from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from .cost import count_macs, count_params
 from .family import Family, Variant, register_rebuilder
+from .modules import hooks
 from .train import TASKS, _device, evaluate, progress_bar, set_seed
 
 __all__ = ["BoostConfig", "Booster", "boost", "boosted_head", "ACTIVATIONS"]
@@ -257,13 +258,9 @@ def _find_head(model: nn.Module, name: str | None, example: torch.Tensor) -> tup
     shown = [n or "''" for n in linears]
     if name is None:
         ran: list[str] = []
-        hooks = [modules[n].register_forward_hook(lambda *_, _n=n: ran.append(_n)) for n in linears]
-        try:
-            with torch.no_grad():
-                model(example)
-        finally:
-            for h in hooks:
-                h.remove()
+        with hooks(modules[n].register_forward_hook(lambda *_, _n=n: ran.append(_n)) for n in linears), \
+                torch.no_grad():
+            model(example)
         if not ran:
             raise UnsupportedModelError(f"{type(model).__name__} runs no nn.Linear on the example input, so it has "
                                         "no head to replace; boost grows a new Linear head on its features")
@@ -280,12 +277,8 @@ def _find_head(model: nn.Module, name: str | None, example: torch.Tensor) -> tup
 def _check_head(model: nn.Module, name: str, head: nn.Linear, example: torch.Tensor) -> None:
     """The head must run once on (batch, features) and its output must be the model's output."""
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    hook = head.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
-    try:
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        hook.remove()
+    with hooks([head.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))]), torch.no_grad():
+        out = model(example)
     label = f"head {name or type(head).__name__!r}"
     if len(seen) != 1:
         raise UnsupportedModelError(f"{label} runs {len(seen)} times per forward pass; boost replaces a head "
@@ -306,14 +299,11 @@ def _check_head(model: nn.Module, name: str, head: nn.Linear, example: torch.Ten
 def _features(model: nn.Module, head: nn.Linear, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's inputs (N, F) over ``loader`` and the targets, in one pass of the frozen model."""
     feats: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, args, _out: feats.append(args[0].detach().float().cpu()))
     targets, device = [], _device(model)
-    try:
+    with hooks([head.register_forward_hook(lambda _m, args, _out: feats.append(args[0].detach().float().cpu()))]):
         for x, y in loader:
             model(x.to(device))
             targets.append(y)
-    finally:
-        hook.remove()
     if not targets:
         raise ConfigError("a loader yielded no samples; pass loaders over non-empty datasets")
     return torch.cat(feats), torch.cat(targets)

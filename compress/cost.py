@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .modules import hooks
+
 __all__ = ["count_params", "count_macs"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -44,21 +46,19 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     x = example_input[:1]
     rnn_inputs: dict[str, tuple[nn.RNNBase, torch.Tensor]] = {}
     root = type(model).__name__
-    hooks = []
+    handles = []
     for name, m in model.named_modules():
         if isinstance(m, nn.RNNBase):
             def hook(mod, args, _name=f"{root}.{name}" if name else root):
                 rnn_inputs[_name] = (mod, args[0])
-            hooks.append(m.register_forward_pre_hook(hook))
+            handles.append(m.register_forward_pre_hook(hook))
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with hooks(handles), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
-        for h in hooks:
-            h.remove()
     flops = counter.get_total_flops()
     by_module = counter.get_flop_counts()
     macs = flops // 2

@@ -27,6 +27,8 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
+from .modules import hooks, replace_submodule
+
 __all__ = ["ChannelGroup", "BlockStack", "Analysis", "analyze", "shrink", "Skip", "IndexMap", "take"]
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -92,11 +94,6 @@ def _get(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name) if name else model
 
 
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(_get(model, parent), leaf, module)
-
-
 def _run(model: nn.Module, example_input: torch.Tensor):
     with torch.no_grad():
         return model(example_input)
@@ -105,13 +102,9 @@ def _run(model: nn.Module, example_input: torch.Tensor):
 def _execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     order: list[str] = []
     names = {m: n for n, m in model.named_modules()}
-    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(names[mod]))
-             for m in model.modules() if isinstance(m, _ROOT_TYPES)]
-    try:
+    with hooks(m.register_forward_hook(lambda mod, a, o: order.append(names[mod]))
+               for m in model.modules() if isinstance(m, _ROOT_TYPES)):
         out = _run(model, example_input)
-    finally:
-        for h in hooks:
-            h.remove()
     if not isinstance(out, torch.Tensor):
         raise UnsupportedModelError(
             f"{type(model).__name__} returns {type(out).__name__}; slimkit needs a model whose forward "
@@ -211,12 +204,8 @@ def _stacks_and_units(model: nn.Module, example_input: torch.Tensor, outputs: tu
         order.append(mod)
 
     containers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Sequential, nn.ModuleList))]
-    hooks = [c.register_forward_hook(hook) for _, m in containers for c in m]
-    try:
+    with hooks(c.register_forward_hook(hook) for _, m in containers for c in m):
         _run(model, example_input)
-    finally:
-        for h in hooks:
-            h.remove()
     stacks = []
     for name, container in containers:
         children = list(container)
@@ -279,12 +268,12 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
     for stack in analysis.stacks:
         n_keep = (depth or {}).get(stack.container, len(stack.indices))
         for i in stack.indices[n_keep:]:
-            _set(probe, f"{stack.container}.{i}" if stack.container else str(i), Skip())
+            replace_submodule(probe, f"{stack.container}.{i}" if stack.container else str(i), Skip())
     for name in remove:
         if name not in analysis.units:
             raise ConfigError(f"{name!r} is not a removable unit of {type(model).__name__}; "
                               f"removable units: {analysis.units}")
-        _set(probe, name, Skip())
+        replace_submodule(probe, name, Skip())
     graph = _build_graph(probe, example_input)
     # Tag every entry with its own flat index (float64 is exact to 2**53), prune, and read off which
     # entries survived: that is the index map. .double() keeps the Parameter objects the graph holds.

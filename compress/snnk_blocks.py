@@ -30,6 +30,7 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
+from .modules import hooks, replace_submodule
 from .snnk_features import RandomFeatures
 
 __all__ = ["Block", "SNNKBlock", "find_blocks", "default_blocks", "replace_block", "block_io", "snnk_module",
@@ -79,14 +80,6 @@ def _get(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name) if name else model
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    if not name:
-        return new
-    parent, _, leaf = name.rpartition(".")
-    setattr(_get(model, parent), leaf, new)
-    return model
-
-
 def _trace(model: nn.Module, example_input: torch.Tensor):
     """Every module call of one eval-mode forward: ``[(name, input, output)]`` in call order."""
     calls: list[tuple[str, torch.Tensor | None, torch.Tensor | None]] = []
@@ -97,11 +90,10 @@ def _trace(model: nn.Module, example_input: torch.Tensor):
             calls.append((name, x, out.detach() if isinstance(out, torch.Tensor) else None))
         return fn
 
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()]
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with hooks(m.register_forward_hook(hook(n)) for n, m in model.named_modules()), torch.no_grad():
             out = model(example_input)
     except Exception as e:
         raise ConfigError(f"{type(model).__name__} does not run on example_input of shape "
@@ -109,8 +101,6 @@ def _trace(model: nn.Module, example_input: torch.Tensor):
                           "the model accepts") from e
     finally:
         model.train(was)
-        for h in hooks:
-            h.remove()
     return calls, out
 
 
@@ -251,10 +241,10 @@ def replace_block(model: nn.Module, blk: Block, new: nn.Module) -> nn.Module:
     """Put ``new`` in place of ``blk`` (in place): the whole module, or the first Linear with the rest of
     the chain made identities. Returns the model (``new`` itself when the block is the root)."""
     if blk.module is not None:
-        return _set(model, blk.module, new)
-    model = _set(model, blk.modules[0], new)
+        return replace_submodule(model, blk.module, new)
+    model = replace_submodule(model, blk.modules[0], new)
     for n in blk.modules[1:]:
-        model = _set(model, n, nn.Identity())
+        model = replace_submodule(model, n, nn.Identity())
     return model
 
 

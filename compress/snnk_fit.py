@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .modules import hooks
 from .snnk_blocks import Block, SNNKBlock, block_io
 
 __all__ = ["Stats", "block_samples", "collect_stats", "solve_ridge"]
@@ -77,18 +78,14 @@ def block_samples(model: nn.Module, blk: Block, inputs: list[torch.Tensor], rows
     """Up to ``rows`` input rows of block ``blk`` (flattened over all but the last dim)."""
     first, last = block_io(model, blk)
     store: dict = {}
-    hooks = _hook_io(first, last, store)
     xs, seen = [], 0
-    try:
+    with hooks(_hook_io(first, last, store)):
         for x in inputs:
             model(x)
             xs.append(store["x"].reshape(-1, store["x"].shape[-1]))
             seen += xs[-1].shape[0]
             if seen >= rows:
                 break
-    finally:
-        for h in hooks:
-            h.remove()
     return torch.cat(xs)[:rows]
 
 
@@ -101,19 +98,15 @@ def collect_stats(student: nn.Module, teacher: nn.Module, blk: Block, block: SNN
     so each block is fitted on the inputs it will really see. Returns ``(fit, holdout)``.
     """
     s_store, t_store = {}, {}
-    hooks = _hook_io(*block_io(student, blk), s_store) + _hook_io(*block_io(teacher, blk), t_store)
     fit_stats = Stats.empty(block.m, block.out_features)
     hold = Stats.empty(block.m, block.out_features)
-    try:
+    with hooks(_hook_io(*block_io(student, blk), s_store) + _hook_io(*block_io(teacher, blk), t_store)):
         for i, x in enumerate(inputs):
             student(x)
             teacher(x)
             z = block.embed(s_store["x"]).reshape(-1, block.m).double().cpu()
             y = t_store["y"].reshape(-1, block.out_features).double().cpu()
             (hold if (i % 4 == 3 and len(inputs) >= 4) else fit_stats).add(z, y)
-    finally:
-        for h in hooks:
-            h.remove()
     return fit_stats, hold
 
 

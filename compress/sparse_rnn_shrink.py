@@ -21,16 +21,12 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
+from .modules import hooks, replace_submodule
 from .sparse_rnn_masks import GATES, rnn_modules
 
 __all__ = ["find_consumers", "shrink_units"]
 
 _CONSUMERS = (nn.Linear, nn.RNNBase)
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _rows(m: nn.RNNBase, units: list[int]) -> torch.Tensor:
@@ -41,7 +37,7 @@ def _rows(m: nn.RNNBase, units: list[int]) -> torch.Tensor:
 def _record_inputs(model: nn.Module, x: torch.Tensor, replace: dict[str, list] | None = None) -> dict[str, list]:
     """Inputs of every Linear/RNN per call; with ``replace``, each call's input is swapped for the given one."""
     seen: dict[str, list] = {}
-    hooks = []
+    handles = []
     for name, mod in model.named_modules():
         if isinstance(mod, _CONSUMERS):
             def pre(m, args, _n=name):
@@ -50,13 +46,9 @@ def _record_inputs(model: nn.Module, x: torch.Tensor, replace: dict[str, list] |
                 if replace is not None and len(replace.get(_n, [])) >= len(calls):
                     return (replace[_n][len(calls) - 1],) + tuple(args[1:])
                 return None
-            hooks.append(mod.register_forward_pre_hook(pre))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+            handles.append(mod.register_forward_pre_hook(pre))
+    with hooks(handles), torch.no_grad():
+        model(x)
     return seen
 
 
@@ -124,7 +116,7 @@ def shrink_units(model: nn.Module, kept: dict[str, list[list[int]]], consumers: 
                 new.weight.copy_(mod.weight[:, cols])
                 if mod.bias is not None:
                     new.bias.copy_(mod.bias)
-            _set(small, name, new)
+            replace_submodule(small, name, new)
     for mname, m in rnns.items():
         units = kept.get(mname)
         cols0 = consumers.get(mname)
@@ -157,5 +149,5 @@ def shrink_units(model: nn.Module, kept: dict[str, list[list[int]]], consumers: 
                     for kind in ("bias_ih", "bias_hh"):
                         getattr(new, f"{kind}{sfx}").copy_(getattr(m, f"{kind}{sfx}")[rows])
         new.train(m.training)
-        _set(small, mname, new)
+        replace_submodule(small, mname, new)
     return small
