@@ -11,7 +11,8 @@
 2. **Overhead** over the in-process ``Engine.run`` at p50 (concurrency 1).
 3. **SLO control** under an open-loop bursty trace (Poisson, calm and burst phases, rates set from the
    measured capacity of the largest and smallest variants on this machine): each fixed variant, then
-   the SLO controller, replay the same arrivals. SLO attainment (client-observed latency <= SLO) and
+   the SLO controller, then (ablation) the controller with every variant a candidate
+   (``--slo-min-gain 0``), replay the same arrivals. SLO attainment (client-observed latency <= SLO) and
    effective accuracy (mean over all requests of the serving variant's manifest accuracy for answers
    within the SLO, 0 otherwise).
 
@@ -207,7 +208,10 @@ def slo_bench(bundle: Path, batch: int, slo_ms: float | None, cycles: int, scrat
     _log(f"SLO trace: batch {batch}, capacity {names[-1]} {c_big:.0f} req/s, {names[0]} {c_small:.0f} req/s; "
          f"calm {calm:.0f} req/s, bursts {burst:.0f} req/s; {len(arrivals)} requests over {arrivals[-1]:.1f} s; "
          f"SLO {slo_ms:g} ms")
-    policies = [(f"fixed {n}", {"variant": n}, ()) for n in names] + [("SLO controller", {}, ("--slo-ms", str(slo_ms)))]
+    policies = [(f"fixed {n}", {"variant": n}, ()) for n in names] + [
+        ("SLO controller", {}, ("--slo-ms", str(slo_ms))),
+        # ablation: every variant a candidate, not only those on the accuracy frontier
+        ("SLO controller, min-gain 0", {}, ("--slo-ms", str(slo_ms), "--slo-min-gain", "0"))]
     runs: dict[str, list] = {label: [] for label, _, _ in policies}
     server_views: dict[str, list] = {label: [] for label, _, _ in policies}
     for r in range(rounds):  # round order alternates (A..E, E..A) so machine drift hits every policy alike

@@ -68,9 +68,17 @@ class Counter(_Family):
 
 
 class Gauge(Counter):
-    """A value that goes up and down (``set`` or ``inc`` with a negative amount)."""
+    """A value that goes up and down (``set`` or ``inc`` with a negative amount).
+
+    ``multiprocess`` says how several server processes' values merge (:mod:`~slimkit.runtime.metrics_share`):
+    ``"livesum"`` (sum over live processes), ``"max"`` or ``"liveall"`` (one series per live process).
+    """
 
     kind = "gauge"
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = (), multiprocess: str = "livesum"):
+        super().__init__(name, help, labels)
+        self.multiprocess = multiprocess
 
     def set(self, value: float, labels: tuple = ()) -> None:
         self.values[labels] = float(value)
@@ -162,7 +170,7 @@ class ServerMetrics:
         self.in_flight_g = r.add(Gauge("slimkit_in_flight_requests", "Inference requests being served now."))
         self.in_flight = 0
         if controller is not None:
-            self.slo = r.add(Gauge("slimkit_slo_seconds", "The latency objective (SLO mode)."))
+            self.slo = r.add(Gauge("slimkit_slo_seconds", "The latency objective (SLO mode).", multiprocess="max"))
             self.slo.set(controller.slo_ms / 1e3)
             self.slo_total = r.add(Counter("slimkit_slo_requests_total",
                                            "Inference requests by whether the server answered within the SLO.",
@@ -171,7 +179,8 @@ class ServerMetrics:
                                          "Sum of the serving variant's accuracy over requests answered within the "
                                          "SLO; divide by slimkit_slo_requests_total for effective accuracy.",
                                          ("model",)))
-            self.ctrl_g = r.add(Gauge("slimkit_slo_controller", "SLO controller state.", ("quantity",)))
+            self.ctrl_g = r.add(Gauge("slimkit_slo_controller", "SLO controller state (per worker process with "
+                                      "several).", ("quantity",), multiprocess="liveall"))
 
     def infer(self, i: int, n: int, service_s: float, total_s: float) -> None:
         labels = self._vl[i]
@@ -192,9 +201,13 @@ class ServerMetrics:
         if status >= 400:
             self.errors.inc((self.model, code))
 
-    def render(self) -> bytes:
+    def refresh(self) -> None:
+        """Copy the live values (in-flight count, controller state) into their gauges."""
         self.in_flight_g.set(self.in_flight)
         if self.controller is not None:
             for k, v in self.controller.state().items():
                 self.ctrl_g.set(v, (k,))
+
+    def render(self) -> bytes:
+        self.refresh()
         return self.registry.render()

@@ -4,7 +4,8 @@ The stack is chosen for speed: a raw ASGI application (no web framework) run by 
 ``httptools`` parser and the ``uvloop`` event loop. The event loop only parses, routes and encodes;
 inference runs in a thread pool, because ONNX Runtime releases the GIL while it computes, so requests
 run in parallel on the cores while the loop keeps accepting. ``workers > 1`` starts that many processes
-on one socket (uvicorn's supervisor), each with its own engine, controller and metrics.
+on one socket (uvicorn's supervisor), each with its own engine and controller; ``/metrics`` merges
+every worker's metrics (:mod:`slimkit.runtime.metrics_share`).
 
 Endpoints (see :mod:`slimkit.runtime.protocol` for the wire format)::
 
@@ -27,8 +28,10 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +43,7 @@ from .controller import SLOController, measure_service
 from .engine import Engine, load
 from .errors import ConfigError, SlimkitError, require
 from .metrics import CONTENT_TYPE, ServerMetrics
+from .metrics_share import SharedMetrics
 from .protocol import (
     HTTPError,
     decode_body,
@@ -56,12 +60,13 @@ __all__ = ["ServeConfig", "InferenceApp", "RunningServer", "serve", "build_app"]
 _JSON = b"application/json"
 _log = logging.getLogger("slimkit.serve")
 _ENV = "SLIMKIT_SERVE_CONFIG"  # how `workers > 1` hands the config to each worker process
+_METRICS_ENV = "SLIMKIT_SERVE_METRICS_DIR"  # where the workers share their metrics snapshots
 
 
 class InferenceApp:
     """The raw ASGI application: routes, auth, body limits, inference in a thread pool, metrics."""
 
-    def __init__(self, cfg: ServeConfig, engine: Engine | None = None):
+    def __init__(self, cfg: ServeConfig, engine: Engine | None = None, metrics_dir: str | None = None):
         self.cfg = cfg
         self.engine = engine if engine is not None else load(cfg.bundle, backend=cfg.backend, threads=1)
         if len(self.engine.manifest.outputs) < 1:
@@ -80,6 +85,7 @@ class InferenceApp:
                                             accuracy=self.accuracy, min_gain=cfg.slo_min_gain)
             self.controller.calibrate(measure_service(self.engine))
         self.metrics = ServerMetrics(self.name, self.names, self.accuracy, self.controller)
+        self.shared = SharedMetrics(metrics_dir, self.metrics) if metrics_dir else None
         # per-variant running mean of inference seconds per sample; unknown (inf) until first measured
         self._per_sample_s = [float("inf")] * len(self.names)
         self._inline_s = cfg.inline_us * 1e-6
@@ -103,15 +109,19 @@ class InferenceApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
-                if self.controller is not None:
-                    self._lag_task = asyncio.get_running_loop().create_task(self._watch_lag())
+                loop = asyncio.get_running_loop()
+                self._tasks = [loop.create_task(self._watch_lag())] if self.controller is not None else []
+                if self.shared is not None:
+                    self._tasks.append(loop.create_task(self.shared.run()))
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 self.ready = False
-                if self.controller is not None:
-                    self._lag_task.cancel()
+                for task in self._tasks:
+                    task.cancel()
                 self.pool.shutdown(wait=True)
+                if self.shared is not None:
+                    self.shared.write()  # the final counts stay in the merge after this process exits
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -165,7 +175,8 @@ class InferenceApp:
         if route == "model_ready":
             return (200 if self.ready else 503), json.dumps({"name": self.name, "ready": self.ready}).encode(), _JSON
         if route == "metrics":
-            return 200, self.metrics.render(), CONTENT_TYPE.encode()
+            body = self.shared.render() if self.shared is not None else self.metrics.render()
+            return 200, body, CONTENT_TYPE.encode()
         return 200, json.dumps({"name": "slimkit", "version": _version(),
                                 "extensions": ["binary_tensor_data"]}).encode(), _JSON
 
@@ -293,7 +304,7 @@ def build_app(cfg: ServeConfig) -> InferenceApp:
 
 def _worker_app() -> InferenceApp:
     """App factory for worker processes (``workers > 1``): the config comes in an environment variable."""
-    return InferenceApp(ServeConfig(**json.loads(os.environ[_ENV])))
+    return InferenceApp(ServeConfig(**json.loads(os.environ[_ENV])), metrics_dir=os.environ.get(_METRICS_ENV))
 
 
 def _uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
@@ -399,6 +410,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
     else:
         InferenceApp(cfg)  # fail here, once, on a bad bundle or option, not in every worker
         os.environ[_ENV] = json.dumps(asdict(cfg))
+        os.environ[_METRICS_ENV] = tempfile.mkdtemp(prefix="slimkit-metrics-")
         server = None
     # uvicorn re-raises the stop signal after its graceful shutdown; a no-op handler makes that a clean exit
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
@@ -410,5 +422,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
                         **_uvicorn_options(host, port, log_level))
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if server is None:
+            shutil.rmtree(os.environ.pop(_METRICS_ENV), ignore_errors=True)
     return None
 

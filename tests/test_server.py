@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -186,6 +187,45 @@ def test_wrong_method_gets_405_and_errors_are_counted(server):
     assert 'slimkit_request_errors_total{model="bundle",code="405"}' in metrics
 
 
+def test_shared_metrics_merge_processes_and_keep_exited_ones_counts(tmp_path):
+    from slimkit.runtime.metrics import ServerMetrics
+    from slimkit.runtime.metrics_share import SharedMetrics
+
+    class Ctrl:  # only what ServerMetrics reads of a controller
+        slo_ms = 50.0
+
+        def __init__(self, scale):
+            self.scale = scale
+
+        def state(self):
+            return {"scale": self.scale}
+
+    def worker(pid, n, scale):
+        m = ServerMetrics("m", ["a", "b"], [0.9, 0.95], Ctrl(scale))
+        for k in range(n):
+            m.infer(k % 2, 1, 0.001, 0.002)
+        m.in_flight = 1
+        share = SharedMetrics(tmp_path, m)
+        share.pid, share._path = pid, tmp_path / f"{pid}.json"
+        return share
+
+    me = worker(os.getpid(), 3, 1.0)
+    sibling = worker(os.getppid(), 4, 0.5)  # a live process
+    gone = worker(2**22 + 4321, 5, 0.25)    # no such pid: an exited worker
+    sibling.write()
+    gone.write()
+    text = me.render().decode()
+    assert _metric_sum(text, "slimkit_infer_requests_total") == 12  # counters: every worker, exited too
+    assert 'slimkit_infer_requests_total{model="m",variant="a"} 7' in text  # 2 + 2 + 3
+    assert _metric_sum(text, "slimkit_request_latency_seconds_count") == 12
+    assert "slimkit_in_flight_requests 2" in text  # live workers only
+    assert f'slimkit_slo_controller{{quantity="scale",worker="{os.getppid()}"}} 0.5' in text
+    assert f'worker="{2**22 + 4321}"' not in text and text.count('quantity="scale"') == 2
+    assert "slimkit_slo_seconds 0.05" in text
+    (tmp_path / "junk.json").write_text("{")  # not a worker's file: ignored
+    assert me.render().decode() == text
+
+
 def test_metrics_count_requests_per_variant(server):
     def count(text, variant):
         key = f'slimkit_infer_requests_total{{model="bundle",variant="{variant}"}} '
@@ -332,18 +372,36 @@ def test_sigterm_lets_the_in_flight_request_finish(tiny_bundle, engine):
             proc.wait()
 
 
-def test_cli_workers_and_bad_arguments(tiny_bundle, tmp_path):
+def _metric_sum(text: str, name: str) -> float:
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + "{"))
+
+
+def test_cli_workers_share_one_metrics_view_and_bad_arguments(tiny_bundle, tmp_path):
+    shared = lambda: set(Path(tempfile.gettempdir()).glob("slimkit-metrics-*"))  # noqa: E731
+    before = shared()
     proc, port = _start_cli(tiny_bundle, "--workers", "2", "--slo-ms", "50")
     try:
-        for _ in range(20):
+        for _ in range(20):  # a new connection each: the kernel spreads them over the two processes
             status, _, body = _request(port, "POST", INFER, _json_body(_x(1)))
             assert status == 200 and json.loads(body)["parameters"]["variant"] in ("w8", "w16", "w32")
+        time.sleep(1.5)  # every worker has written a snapshot since
+        for _ in range(6):  # whichever process answers, the scrape covers both
+            status, _, body = _request(port, "GET", "/metrics")
+            text = body.decode()
+            assert status == 200
+            assert _metric_sum(text, "slimkit_infer_requests_total") == 20
+            assert _metric_sum(text, "slimkit_slo_requests_total") == 20
+            assert _metric_sum(text, "slimkit_request_latency_seconds_count") == 20
+            workers = {ln.split('worker="')[1].split('"')[0] for ln in text.splitlines()
+                       if ln.startswith('slimkit_slo_controller{quantity="scale"')}
+            assert len(workers) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert shared() == before  # the snapshot directory is removed on exit
     bad = subprocess.run([sys.executable, "-m", "slimkit.export.cli", "serve", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=60, env={**os.environ})
     assert bad.returncode == 2 and "does not exist" in bad.stderr
