@@ -169,8 +169,9 @@ OTHER = [
      "units: 2.4x-2.9x faster on ONNX Runtime at batch 32, -0.57 / -0.60 points (8 ep.); 90% files zip to 0.20x",
      "SPARSE_RNN_SEEDS.md"),
     ("SNNK vs truncated SVD, MNIST-1D MLP and Transformer FFNs", "python bench/snnk.py",
-     "53x fewer block parameters at -0.8 points vs the zoo MLP, but -5.5 to -8.5 vs a well-trained MLP "
-     "(target not met); beats SVD only at tiny parameter budgets, never at equal MACs; closed-form fit < 1.5 s",
+     "53x fewer block parameters at -0.6 points vs the zoo MLP, but -3.9 at best (6.7x fewer) vs a well-trained "
+     "MLP (target not met; SVD at equal params -1.3); beats SVD only at tiny parameter budgets, never at equal "
+     "MACs; closed-form fit 1-10 s",
      "SNNK_RESULTS.md"),
     ("GBNN head vs same-width Adam head", "python bench/boost.py",
      "breast cancer 98.07 vs 98.07, wine 99.44 vs 98.33, digits 97.28 vs 97.56, MNIST-1D features 96.47 vs "

@@ -14,8 +14,9 @@ from torch import nn
 
 from slimkit import export
 from slimkit.compress.snnk_blocks import Block, snnk_module
+from slimkit.compress.snnk_features import RandomFeatures
 
-__all__ = ["low_rank", "rank_for", "lowrank_block_params", "lowrank_block_macs", "snnk_block_cost", "latencies"]
+__all__ = ["learned_projection", "low_rank", "rank_for", "lowrank_block_params", "lowrank_block_macs", "snnk_block_cost", "latencies"]
 
 
 def _factor(lin: nn.Linear, rank: int) -> nn.Sequential:
@@ -70,6 +71,17 @@ def rank_for(model: nn.Module, blocks: list[Block], budget: int, *, macs: bool =
     while r < cap and cost(r + 1) <= budget:
         r += 1
     return r
+
+
+def learned_projection(student: nn.Module) -> nn.Module:
+    """Diagnostic, not SNNK: a copy of ``student`` whose random projections are trainable parameters."""
+    out = copy.deepcopy(student)
+    for mod in out.modules():
+        if isinstance(mod, RandomFeatures):
+            proj = mod.proj.detach().clone()
+            del mod._buffers["proj"]
+            mod.proj = nn.Parameter(proj)
+    return out
 
 
 def snnk_block_cost(student: nn.Module, blocks: list[Block], example_input: torch.Tensor) -> dict:

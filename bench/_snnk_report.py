@@ -8,7 +8,8 @@ import numpy as np
 
 __all__ = ["markdown", "summarise"]
 
-METHODS = ("snnk-cf", "snnk-distill", "snnk-cf+kd", "svd-params", "svd-macs", "dense-kd")
+METHODS = ("snnk-cf-p1", "snnk-cf", "snnk-distill", "snnk-cf+kd-p1", "snnk-cf+kd", "diag-learned-proj", "svd-params",
+           "svd-macs", "dense-kd")
 
 
 def _table(head: list[str], rows: list[list]) -> list[str]:
@@ -44,7 +45,7 @@ def _part(name: str, part: dict) -> list[str]:
     s = summarise(part)
     rows = []
     for (method, m), r in sorted(s.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
-        la = lat.get("teacher" if method == "dense-kd" else f"snnk m{m}" if method.startswith("snnk")
+        la = lat.get("teacher" if method == "dense-kd" else f"snnk m{m}" if method.startswith(("snnk", "diag"))
                      else f"{method} m{m}", {})
         rank = f" (rank {r['rank']})" if r["rank"] is not None else ""
         rows.append([m or "-", method + rank, f"{r['block_params']:,}", f"{orig / r['block_params']:.1f}x",
@@ -114,9 +115,10 @@ def _other_claims(doc: dict) -> list[str]:
                     wins.append(f"m={m} vs {base}: {verdict}" + ("" if b is None else
                                 f" ({r['acc']:.4f} vs {b['acc']:.4f})"))
             lines.append(f"- {name}, {method} against SVD: " + "; ".join(wins) + ".")
-        cf = [r["closed_form_seconds"] for r in part["rows"] if r["method"] == "snnk-cf"]
-        lines.append(f"- {name}, closed-form fit time: max {max(cf):.2f} s per variant, calibration forward "
-                     "passes included (no backpropagation).")
+        cf = [r["closed_form_seconds"] for r in part["rows"] if r["method"] == "snnk-cf" and r.get("closed_form_seconds")]
+        if cf:  # rows of older JSON files lack the field
+            lines.append(f"- {name}, closed-form fit time: max {max(cf):.2f} s per variant, calibration forward "
+                         "passes included (no backpropagation).")
     return lines
 
 
@@ -128,7 +130,11 @@ def markdown(doc: dict, *, json_path: Path) -> str:
              "the parts `mlp`, `mlp-strong`, `transformer`, `kinds` and writes each as it finishes; "
              "`--parts` runs some of them and merges them into the JSON.", "",
              "Methods: `snnk-cf` closed-form ridge fit (no backprop), `snnk-distill` init from trained weights "
-             "then distillation, `snnk-cf+kd` closed form then the same distillation, `svd-params` / `svd-macs` "
+             "then distillation, `snnk-cf+kd` closed form then the same distillation (both closed forms select the m "
+             "random features from a seeded pool of 2m, `pool=2`, the default; `-p1`: the same with `pool=1`, "
+             "no selection), `diag-learned-proj` (not SNNK, a diagnostic: the `snnk-cf` student with its random "
+             "projection trained too, same distillation; its block params include the projection), "
+             "`svd-params` / `svd-macs` "
              "truncated-SVD factorisation of the same Linears at equal trainable block params / equal MACs, "
              "fine-tuned with the same distillation. \"projection floats\" are SNNK's fixed random matrices "
              "(buffers, regenerable from the seed, not trained, but stored in the ONNX file and multiplied at "

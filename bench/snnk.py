@@ -11,9 +11,13 @@ Two parts, both on MNIST-1D (10,000 samples, 80/10/10, seed 0):
 Per m: parameters (of the replaced blocks and in total), random-projection floats, MACs, test accuracy,
 onnxruntime latency (1 thread, batch 1 and 256, models interleaved), and the fit time. Methods:
 ``snnk-distill`` (init from weights + distillation), ``snnk-cf`` (closed form, no backprop),
-``snnk-cf+kd`` (closed form then the same distillation), ``dense-kd`` (the original model itself put
+``snnk-cf+kd`` (closed form then the same distillation; ``-p1``: the same without selecting the random
+features from a pool of ``2m``), ``dense-kd`` (the original model itself put
 through the same distillation: what the extra training alone buys), and the SVD baselines at equal *trainable
 parameters* (``svd-params``) and at equal *MACs* (``svd-macs``), fine-tuned with the same distillation.
+``mlp-strong`` adds a diagnostic that is *not* SNNK, ``diag-learned-proj``: the ``snnk-cf`` student with its
+random projection made trainable, distilled the same way (what a learned instead of a random layer of
+the same width would give; its block params count the projection).
 
 Usage (repository root):
 
@@ -36,7 +40,14 @@ import torch
 
 torch.set_num_threads(1)
 
-from _snnk_baselines import latencies, low_rank, lowrank_block_params, rank_for, snnk_block_cost  # noqa: E402
+from _snnk_baselines import (  # noqa: E402
+    latencies,
+    learned_projection,
+    low_rank,
+    lowrank_block_params,
+    rank_for,
+    snnk_block_cost,
+)
 from _snnk_report import markdown  # noqa: E402
 
 from slimkit.compress import count_macs, count_params, data, evaluate, fit, zoo  # noqa: E402
@@ -50,7 +61,7 @@ FULL = {
     "mlp": {"features": [64, 128, 256, 512], "epochs": 20, "lr": 1e-2, "teacher_epochs": 10},
     # the zoo recipe leaves the MLP under-trained (~0.68); the same MLP trained 30 epochs at lr 1e-2 reaches ~0.80
     "mlp-strong": {"zoo": "mlp", "features": [128, 256, 512, 1024], "epochs": 20, "lr": 1e-2,
-                   "teacher_epochs": 30, "teacher_lr": 1e-2, "seeds": [0, 1]},
+                   "teacher_epochs": 30, "teacher_lr": 1e-2, "seeds": [0, 1], "diagnostic": True},
     "transformer": {"features": [16, 32, 64], "epochs": 5, "lr": 2e-3, "teacher_epochs": 20, "seeds": [0]},
     "kinds_m": 128,
 }
@@ -58,7 +69,7 @@ QUICK = {
     "samples": 2_000, "seeds": [0],
     "mlp": {"features": [32, 128], "epochs": 3, "lr": 1e-2, "teacher_epochs": 5},
     "mlp-strong": {"zoo": "mlp", "features": [128], "epochs": 3, "lr": 1e-2, "teacher_epochs": 8,
-                   "teacher_lr": 1e-2, "seeds": [0]},
+                   "teacher_lr": 1e-2, "seeds": [0], "diagnostic": True},
     "transformer": {"features": [16], "epochs": 1, "lr": 2e-3, "teacher_epochs": 2, "seeds": [0]},
     "kinds_m": 32,
 }
@@ -100,13 +111,15 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
         f"({original:,} params)")
     rows, models = [], {"teacher": model}
     common = {"lr": cfg["lr"], "weight_decay": 1e-4}
+    cf_family = None
     for seed in cfg.get("seeds", seeds):
-        for method in ("snnk-cf", "snnk-distill", "snnk-cf+kd"):
+        for method in ("snnk-cf", "snnk-cf-p1", "snnk-distill", "snnk-cf+kd", "snnk-cf+kd-p1"):
             mode = "distill" if method == "snnk-distill" else "closed_form"
-            epochs = 0 if method == "snnk-cf" else cfg["epochs"]
+            epochs = 0 if method.startswith("snnk-cf") and "+kd" not in method else cfg["epochs"]
+            pool = {"pool": 1} if method.endswith("-p1") else {}  # -p1: without feature selection
             t0 = time.perf_counter()
             fam = snnk(model, train=splits.train, features=cfg["features"], mode=mode, epochs=epochs,
-                       progress=False, seed=seed, **common)
+                       progress=False, seed=seed, **pool, **common)
             wall = time.perf_counter() - t0
             for v in fam:
                 cost = snnk_block_cost(v.model, blocks, x)
@@ -120,6 +133,18 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
                     models[f"snnk m{v.config['m']}"] = v.model
                 log(f"[{part}] {method} m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f} "
                     f"block params {cost['block_params']:,} fit {rows[-1]['fit_seconds']:.2f}s")
+            cf_family = fam if method == "snnk-cf" else cf_family
+        if cfg.get("diagnostic"):  # NOT SNNK: the same student with its random projection trained too
+            for v in cf_family:
+                student = learned_projection(v.model)
+                t0 = time.perf_counter()
+                fit(student, splits.train, epochs=cfg["epochs"], teacher=model, progress=False, seed=seed, **common)
+                rows.append({"method": "diag-learned-proj", "m": v.config["m"], "seed": seed,
+                             **snnk_block_cost(student, blocks, x), "block_projection_floats": 0,
+                             "params": count_params(student), "fit_seconds": time.perf_counter() - t0,
+                             "test_accuracy": evaluate(student, splits.test)["accuracy"],
+                             "val_accuracy": evaluate(student, splits.val)["accuracy"]})
+                log(f"[{part}] diag-learned-proj m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f}")
         # the reference for "the same fine-tuning": the dense model itself, distilled with the same recipe
         dense = copy.deepcopy(model)
         t0 = time.perf_counter()

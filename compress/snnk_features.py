@@ -96,7 +96,7 @@ class RandomFeatures(nn.Module):
             raise ConfigError(f"kind={kind!r} is not one of {KINDS}")
         if kind in ("cos", "sin") and m % 2:
             raise ConfigError(f"kind={kind!r} needs an even number of features (cos and sin pairs), got m={m}")
-        self.kind, self.in_features, self.m = kind, in_features, m
+        self.kind, self.in_features, self.m, self.seed, self.orthogonal = kind, in_features, m, seed, orthogonal
         rows = m // 2 if kind in ("cos", "sin") else m
         cols = in_features + (1 if kind == "relu" else 0)  # relu: one extra column for the bias
         g = gaussian_projection(rows, cols, generator=torch.Generator().manual_seed(seed), orthogonal=orthogonal)

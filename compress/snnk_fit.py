@@ -9,10 +9,19 @@ sums and ``|Y|^2`` are accumulated, batch by batch in float64, so memory does no
 
 ``ridge="auto"`` picks ``lambda`` on a grid by the error on held-out calibration batches (every fourth
 batch), then refits on all of them; one eigendecomposition serves the whole grid.
+
+**Feature selection from a pool** (``pool > 1``, :func:`select_features`): the last random map draws
+``pool * m`` seeded candidate projections, fits them all in closed form, and keeps the ``m`` whose terms
+carry the most of the fit (``|theta_j| * std(z_j)``, the RMS contribution of feature ``j`` to the
+outputs); the kept rows are then refitted as usual. The map stays a fixed random projection (a subset of
+a seeded Gaussian draw), so the block's cost and export are unchanged. This is the data-dependent
+compression of random features of Agrawal et al., "Data-dependent compression of random features for
+large-scale kernel approximation", AISTATS 2019, in its simplest (greedy, one-shot) form.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +29,9 @@ from torch import nn
 
 from .modules import hooks
 from .snnk_blocks import Block, SNNKBlock, block_io
+from .snnk_features import RandomFeatures
 
-__all__ = ["Stats", "block_samples", "collect_stats", "solve_ridge"]
+__all__ = ["Stats", "block_samples", "collect_stats", "solve_ridge", "select_features"]
 
 # lambda as a multiple of the mean eigenvalue of the centred Z^T Z
 RIDGE_GRID = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -141,3 +151,33 @@ def solve_ridge(block: SNNKBlock, fit_stats: Stats, hold: Stats, ridge: float | 
     var = total.yy / max(total.n * block.out_features, 1) - float((total.y / max(total.n, 1)).pow(2).mean())
     return {"ridge_alpha": alpha, "train_mse": total.sse(theta_t, c) / max(total.n * block.out_features, 1),
             "holdout_mse": scores.get(alpha, float("nan")), "target_var": var}
+
+
+@torch.no_grad()
+def select_features(student: nn.Module, teacher: nn.Module, blk: Block, block: SNNKBlock,
+                    inputs: list[torch.Tensor], pool: int, ridge: float | str = "auto") -> list[int]:
+    """Replace the rows of ``block``'s last random projection by the best ``m`` of ``pool * m`` candidates.
+
+    The candidates are a seeded draw of the same kind and scale (seed derived from the layer's own), fitted
+    together in closed form to the teacher's block outputs; each projection row is scored by the RMS
+    contribution of its feature(s) to the fit, ``|theta_j| * std(z_j)`` (a cos/sin pair counts together),
+    and the top ``m`` rows, in candidate order, are copied into the block. Returns their indices in the
+    candidate draw. ``block.theta`` is left for the caller to refit.
+    """
+    last = block.features[-1]
+    cand = RandomFeatures(last.in_features, pool * last.m, kind=last.kind, seed=last.seed + 7919,
+                          orthogonal=last.orthogonal).to(last.proj.device)
+    cand.scale.copy_(last.scale)
+    wide = copy.deepcopy(block)
+    wide.features[-1], wide.m = cand, cand.m
+    wide.theta = nn.Parameter(block.theta.new_zeros(block.out_features, cand.m))
+    fit_stats, hold = collect_stats(student, teacher, blk, wide, inputs)
+    solve_ridge(wide, fit_stats, hold, ridge)
+    total = fit_stats + hold if hold.n else fit_stats
+    std = (total.centred()[0].diagonal().clamp_min(0) / max(total.n, 1)).sqrt()
+    score = (wide.theta.double().norm(dim=0).cpu() * std) ** 2
+    rows = cand.proj.shape[0]
+    score = score.view(-1, rows).sum(0).sqrt()  # cos/sin: the two features of a row together
+    keep = score.topk(last.proj.shape[0]).indices.sort().values
+    last.proj.copy_(cand.proj[keep.to(cand.proj.device)])
+    return keep.tolist()

@@ -186,6 +186,25 @@ def test_closed_form_fits_blocks_and_error_falls_with_m(mlp_teacher, mnist_small
     assert isinstance(fam.largest.model.head, nn.Identity)
 
 
+def test_pool_keeps_the_candidate_features_that_fit_best(mlp_teacher, mnist_small):
+    fams = {pool: snnk(mlp_teacher, train=mnist_small.train, features=(16, 32), mode="closed_form", pool=pool,
+                       progress=False) for pool in (1, 4)}
+    assert fams[1].largest.config["snnk"]["pool"] == 1
+    for m in (16, 32):
+        cf = {pool: fam[f"m{m}"].config["closed_form"]["body.2..head"] for pool, fam in fams.items()}
+        rel = {pool: c["train_mse"] / c["target_var"] for pool, c in cf.items()}
+        assert rel[4] < 0.9 * rel[1], rel  # m chosen among 4m candidates fit the block better than m drawn
+        kept = cf[4]["selected"]
+        assert cf[1]["selected"] is None and len(kept) == m and kept == sorted(set(kept)) and max(kept) < 4 * m
+        # the kept rows are rows of the seeded candidate draw: regenerable from the seed and the indices
+        phi = fams[4][f"m{m}"].model.get_submodule("body.2").features[0]
+        cand = RandomFeatures(phi.in_features, 4 * m, kind="relu", seed=phi.seed + 7919)
+        assert torch.equal(phi.proj, cand.proj[kept])
+    # closed form defaults to pool=2; distillation from the weights keeps the first draw
+    assert snnk(mlp_teacher, train=mnist_small.train, features=8, mode="closed_form", progress=False
+                ).largest.config["snnk"]["pool"] == 2
+
+
 def test_distill_mode_starts_from_weights_and_trains(mlp_teacher, mnist_small):
     fam = snnk(mlp_teacher, train=mnist_small.train, val=mnist_small.val, features=32, kind="relu",
                mode="distill", epochs=2, progress=False, targets="body.0..body.2")
@@ -252,6 +271,11 @@ def test_bad_input_errors(mlp_teacher, mnist_small):
         snnk(mlp_teacher, train=tr, targets=["body.0..body.2", "body.2..head"], progress=False)
     with pytest.raises(ConfigError, match="even"):
         snnk(mlp_teacher, train=tr, kind="cos", features=(7,), progress=False)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="pool must be a positive int"):
+            snnk(mlp_teacher, train=tr, mode="closed_form", pool=bad, progress=False)
+    with pytest.raises(ConfigError, match="pool=3 .* needs mode='closed_form'"):
+        snnk(mlp_teacher, train=tr, mode="distill", pool=3, progress=False)
     with pytest.raises(ConfigError, match="kept none"):
         snnk(mlp_teacher, train=tr, targets=lambda name, module: False, progress=False)
 
