@@ -30,8 +30,9 @@ How a request is placed (all on the event-loop thread, O(variants) arithmetic):
   that costs more than a cheaper candidate without being at least ``min_gain`` more accurate is never
   chosen. It would spend latency budget, and under load push later requests down to a much worse
   variant, for a gain smaller than the noise of a validation estimate (1,000 samples: +-0.4 points).
-* The request gets the largest sustainable candidate (at most ``cap``, from its own budget) with
-  ``overhead_p95 + wait + service_p95 <= target * slo * scale``; if none fits, the smallest.
+* The request gets the largest candidate (at most ``cap``, from its own budget) with
+  ``overhead_p95 + wait + growth + service_p95 <= limit`` (``limit = target * slo * scale``,
+  ``growth = max(rho_i - 1, 0) * horizon * limit``); if none fits, the smallest.
 * ``overhead_p95`` is the p95 of server time outside inference plus the p95 of the event loop's
   lag (sampled by the server every 5 ms): while the loop runs late, requests wait unseen in socket
   buffers.
