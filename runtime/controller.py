@@ -10,32 +10,34 @@ Serving for Unpredictable Workloads", NSDI 2025). Both report SLO attainment and
 How a request is placed (all on the event-loop thread, O(variants) arithmetic):
 
 * Each variant's service time at batch ``n`` is modelled as ``a + b * n`` from a short timing at start
-  (:meth:`SLOController.calibrate`), multiplied by a shared *contention factor*: the mean (for
-  backlog and utilization) or the 95th percentile (for the latency check) of observed / modelled
-  service time over recent requests, so that CPU contention seen on the variants being served also
-  prices the ones not served right now.
+  (:meth:`SLOController.calibrate`), multiplied by a shared *contention factor*: the mean of observed /
+  modelled service time over recent requests, so that CPU contention seen on the variants being served
+  also prices the ones not served right now (``service_mean``).
 * The backlog is the predicted mean service of every admitted, unfinished request; a new request waits
   about ``backlog / workers``.
-* The arrival rate ``lam`` is the larger of the rates over the last ``rate_window`` and the last 16
-  arrivals (fast attack, slow release: a burst is seen within 16 requests). At that rate variant ``i``
-  runs at utilization ``rho_i = lam * service_mean_i / workers``; where ``rho_i > 1`` its queue grows by
-  ``(rho_i - 1)`` ms per ms, so the controller adds ``(rho_i - 1) * horizon * limit`` to the predicted
-  wait (a fluid model of the queue if the current rate holds for ``horizon`` latency targets). Without
-  this look-ahead the greedy slack rule fills the queue with the largest variant and then has room only
-  for the smallest, oscillating between the two under a burst. A hard utilization cap instead
-  over-reacts the other way: the 16-arrival rate of a Poisson stream at 0.7 utilization reads above 1
-  every few hundred requests and steps down although no queue forms; the fluid term charges such a
-  clump a few milliseconds, which the slack absorbs.
+* The arrival rate ``lam`` is measured over the last ``rate_window`` arrivals and, for a fast attack,
+  over the last 16. At rate ``lam`` variant ``i`` runs at utilization
+  ``rho_i = lam * service_mean_i / workers``; where ``rho_i > 1`` its queue grows by ``(rho_i - 1)`` ms per
+  ms, so the controller adds ``(rho_i - 1) * held`` to the predicted wait: a fluid model of the queue if
+  the rate lasts for ``held``, as long as it has been observed (the window's time span), at most
+  ``horizon`` latency targets. The larger of the two windows' charges counts. Without this look-ahead the
+  greedy slack rule fills the queue with the largest variant and then has room only for the smallest,
+  oscillating between the two under a burst. A hard utilization cap instead over-reacts the other way:
+  the 16-arrival rate of a Poisson stream at 0.7 utilization reads above 1 every few hundred requests,
+  and a client that falls behind sends clumps at several times the mean rate; bounding ``held`` by the
+  span charges such a clump the few milliseconds of queue it can actually build, which the slack absorbs.
 * Only variants on the accuracy frontier are candidates: when the manifest gives accuracies, a variant
   that costs more than a cheaper candidate without being at least ``min_gain`` more accurate is never
   chosen. It would spend latency budget, and under load push later requests down to a much worse
   variant, for a gain smaller than the noise of a validation estimate (1,000 samples: +-0.4 points).
 * The request gets the largest candidate (at most ``cap``, from its own budget) with
-  ``overhead_p95 + wait + growth + service_p95 <= limit`` (``limit = target * slo * scale``,
-  ``growth = max(rho_i - 1, 0) * horizon * limit``); if none fits, the smallest.
-* ``overhead_p95`` is the p95 of server time outside inference plus the p95 of the event loop's
-  lag (sampled by the server every 5 ms): while the loop runs late, requests wait unseen in socket
-  buffers.
+  ``backlog / workers + service_mean + growth + margin <= limit`` (``limit = target * slo * scale``);
+  if none fits, the smallest.
+* ``margin`` is split-conformal: the 95th percentile of recent prediction errors (server time minus the
+  mean prediction ``backlog / workers + service_mean`` made when the request was admitted), so it covers
+  time outside inference, service-time spread and queue-model error as they are, not as a sum of
+  separate 95th percentiles. Added to it is the p95 of the event loop's lag (sampled by the server every
+  5 ms): while the loop runs late, requests wait unseen in socket buffers, outside the server's timing.
 * ``scale`` closes the loop on what the server observes: every ``period`` requests, when the observed
   p95 server latency exceeds ``target * slo`` it shrinks (x0.85, down to 0.2); when it is under half of
   that it grows back (x1.05, up to 1).
@@ -129,10 +131,10 @@ class SLOController:
         self.backlog_ms = 0.0
         self.in_flight = 0
         self._ratios: deque[float] = deque(maxlen=window)    # observed / modelled service
-        self._overheads: deque[float] = deque(maxlen=window)  # server time outside inference (ms)
+        self._errors: deque[float] = deque(maxlen=window)    # server time - mean prediction at admission (ms)
         self._totals: deque[float] = deque(maxlen=window)     # server time per request (ms)
-        self._k95 = self._kmean = 1.0
-        self._o95 = 0.0
+        self._kmean = 1.0
+        self._margin = 0.0
         self._since = 0
         self.horizon = float(horizon)
         self._arrivals: deque[float] = deque(maxlen=rate_window)
@@ -155,7 +157,7 @@ class SLOController:
 
     def predict_ms(self, i: int, n: int) -> float:
         """Predicted p95 server latency of a request of ``n`` samples on variant ``i``, admitted now."""
-        return self._o95 + self.backlog_ms / self.workers + self._model(i, n) * self._k95
+        return self._margin + self.backlog_ms / self.workers + self._model(i, n) * self._kmean
 
     # -- per request -------------------------------------------------------------------------------------
     def choose(self, n: int, cap: int | None = None, now: float | None = None) -> int:
@@ -165,21 +167,24 @@ class SLOController:
         """
         arrivals = self._arrivals
         arrivals.append(time.monotonic() if now is None else now)
-        rate = self._rate()
-        if len(arrivals) > 16:  # fast attack, slow release: a burst shows in the last 16 arrivals first
-            short = arrivals[-1] - arrivals[-16]
-            rate = max(rate, 15 / short if short > 0 else rate)
-        busy = rate * self._kmean / (1e3 * self.workers)  # utilization per ms of modelled service
         top = len(self.names) - 1 if cap is None else cap
         limit = self.target * self.slo_ms * self.scale
-        wait = self._o95 + self.backlog_ms / self.workers
-        k95, ahead = self._k95, self.horizon * limit
+        wait = self._margin + self.backlog_ms / self.workers
+        kmean, ahead = self._kmean, self.horizon * limit
+        # (utilization per ms of modelled service, ms the rate is assumed to last) for the long window and,
+        # fast attack, the last 16 arrivals: a rate is trusted for as long as it was observed, up to `ahead`
+        per_ms = kmean / (1e3 * self.workers)
+        windows = []
+        for k in (len(arrivals), 16):
+            span = arrivals[-1] - arrivals[-k] if 1 < k <= len(arrivals) else 0.0
+            if span > 0:
+                windows.append(((k - 1) / span * per_ms, min(ahead, span * 1e3)))
         for i in reversed(self.candidates):
             if i > top or i == 0:
                 continue
             service = self.intercept_ms[i] + self.slope_ms[i] * n
-            growth = max(service * busy - 1.0, 0.0) * ahead  # queue built if this rate holds
-            if wait + growth + service * k95 <= limit:
+            growth = max([(service * busy - 1.0) * held for busy, held in windows] + [0.0])  # queue it builds
+            if wait + growth + service * kmean <= limit:
                 return i
         return 0
 
@@ -189,30 +194,31 @@ class SLOController:
         span = a[-1] - a[0] if len(a) > 1 else 0.0
         return (len(a) - 1) / span if span > 0 else 0.0
 
-    def admit(self, i: int, n: int) -> float:
+    def admit(self, i: int, n: int) -> tuple[float, float]:
         """Count a request on variant ``i`` into the backlog; pass the returned token to :meth:`done`."""
         cost = self._model(i, n) * self._kmean
+        expected = self.backlog_ms / self.workers + cost  # mean prediction of its server time
         self.backlog_ms += cost
         self.in_flight += 1
-        return cost
+        return cost, expected
 
     def observe_lag(self, lag_ms: float) -> None:
         """Record how late the event loop ran a timer (the server samples it every few ms)."""
         self._lags.append(max(lag_ms, 0.0))
 
-    def cancel(self, token: float) -> None:
+    def cancel(self, token: tuple[float, float]) -> None:
         """Take a request that failed out of the backlog."""
-        self.backlog_ms = max(self.backlog_ms - token, 0.0)
+        self.backlog_ms = max(self.backlog_ms - token[0], 0.0)
         self.in_flight -= 1
 
-    def done(self, i: int, n: int, token: float, service_ms: float, total_ms: float) -> None:
+    def done(self, i: int, n: int, token: tuple[float, float], service_ms: float, total_ms: float) -> None:
         """Record a finished request: its inference time and its whole server time."""
-        self.backlog_ms = max(self.backlog_ms - token, 0.0)
+        self.backlog_ms = max(self.backlog_ms - token[0], 0.0)
         self.in_flight -= 1
         model = self._model(i, n)
         if model > 0:
             self._ratios.append(service_ms / model)
-        self._overheads.append(max(total_ms - service_ms, 0.0))
+        self._errors.append(total_ms - token[1])
         self._totals.append(total_ms)
         self._since += 1
         if self._since >= self.period:
@@ -221,9 +227,10 @@ class SLOController:
     def _refresh(self) -> None:
         self._since = 0
         if self._ratios:
-            self._k95 = max(_quantile(self._ratios, 0.95), 0.5)
-            self._kmean = max(sum(self._ratios) / len(self._ratios), 0.5)  # utilization needs the mean
-        self._o95 = _quantile(self._overheads, 0.95) + _quantile(self._lags, 0.95)
+            self._kmean = max(sum(self._ratios) / len(self._ratios), 0.5)
+        # split-conformal margin: the p95 of recent prediction errors, plus the event loop's lag p95
+        # (time requests wait unseen in socket buffers, outside the server time the errors measure)
+        self._margin = max(_quantile(self._errors, 0.95), 0.0) + _quantile(self._lags, 0.95)
         p95 = _quantile(list(self._totals)[-4 * self.period:], 0.95)
         goal = self.target * self.slo_ms
         if p95 > goal:
@@ -235,7 +242,7 @@ class SLOController:
         """Numbers for metrics and logs: scale, backlog, in-flight, contention and overhead estimates."""
         return {"scale": self.scale, "backlog_ms": self.backlog_ms, "in_flight": self.in_flight,
                 "arrival_rate": self._rate(),
-                "contention_p95": self._k95, "overhead_p95_ms": self._o95}
+                "contention": self._kmean, "margin_ms": self._margin}
 
 
 def measure_service(engine) -> dict[str, dict[int, float]]:

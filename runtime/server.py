@@ -205,7 +205,7 @@ class InferenceApp:
         n = req.x.shape[0] if req.x.ndim else 1
         i = self._pick(req.selector, n)
         ctrl = self.controller
-        token = ctrl.admit(i, n) if ctrl else 0.0
+        token = ctrl.admit(i, n) if ctrl else None
         try:
             # alone in the server and cheaper than a hop to a pool thread: run it right here; with
             # other requests in the server, the pool lets inference overlap with their parsing

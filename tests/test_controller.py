@@ -66,12 +66,12 @@ def _simulate(c: SLOController, arrivals: np.ndarray, n: int = 1) -> tuple[np.nd
     free, queue, picks, lat = 0.0, [], [], []
     for t in arrivals:
         while queue and queue[0][0] <= t:  # finished before this arrival
-            _, i, tok = queue.pop(0)
-            c.done(i, n, tok, service_ms=c._model(i, n), total_ms=5.0)
+            end, i, tok, start = queue.pop(0)
+            c.done(i, n, tok, service_ms=c._model(i, n), total_ms=(end - start) * 1e3)
         i = c.choose(n, now=float(t))
         tok = c.admit(i, n)
         free = max(free, t) + c._model(i, n) / 1e3
-        queue.append((free, i, tok))
+        queue.append((free, i, tok, t))
         picks.append(i)
         lat.append((free - t) * 1e3)
     return np.array(picks), np.array(lat)
@@ -104,6 +104,23 @@ def test_poisson_clumps_do_not_step_down_a_sustainable_variant():
     assert (picks == 1).mean() > 0.9 and np.quantile(lat, 0.99) <= 20
 
 
+def test_a_short_clump_is_absorbed_a_sustained_burst_is_not():
+    # two workers; medium (2.5 ms) is the top candidate and runs at 0.25 utilization at 200/s
+    c = _controller(20, workers=2, accuracy=[0.90, 0.95, 0.95])
+    t = 0.0
+    for _ in range(48):
+        t += 0.005
+        assert c.choose(1, now=t) == 1
+    for _ in range(16):  # 16 arrivals within 6 ms (a client that fell behind): 2500/s, medium at 3.1x
+        t += 0.0004
+        i = c.choose(1, now=t)
+    assert i == 1  # the clump can build ~13 ms of queue at most (2.1 x 6 ms): the slack absorbs it
+    for _ in range(64):  # the same rate sustained: the queue it builds no longer fits
+        t += 0.0004
+        i = c.choose(1, now=t)
+    assert i == 0
+
+
 def test_a_burst_is_seen_within_16_arrivals_and_load_falling_steps_back_up():
     c = _controller(20)
     t = 0.0
@@ -131,11 +148,21 @@ def test_workers_share_the_backlog():
 
 def test_observed_slowdown_prices_every_variant():
     c = _controller(20, period=8)
-    for _ in range(16):  # the served variant runs 3x slower than calibrated (contention)
+    for _ in range(400):  # the served variant runs 3x slower than calibrated (contention)
         tok = c.admit(0, 1)
-        c.done(0, 1, tok, service_ms=3 * c._model(0, 1), total_ms=4.0)
-    assert c.state()["contention_p95"] == pytest.approx(3.0)
-    assert c.choose(8) == 1  # large 12 ms x 3 > 20; medium 6 x 3 = 18 fits
+        c.done(0, 1, tok, service_ms=3 * c._model(0, 1), total_ms=3 * c._model(0, 1) + 0.5)
+    assert c.state()["contention"] == pytest.approx(3.0)
+    assert c.state()["margin_ms"] == pytest.approx(0.5)  # what the mean prediction misses, once it is 3x
+    assert c.choose(8) == 1  # large 12 ms x 3 > 20; medium 6 x 3 + 0.5 fits
+
+
+def test_margin_is_the_p95_of_prediction_errors():
+    c = _controller(20, period=10)
+    errors = np.random.default_rng(0).exponential(2.0, 500)
+    for e in errors:  # requests alone in the server: prediction = service; the rest is unmodelled time
+        tok = c.admit(1, 1)
+        c.done(1, 1, tok, service_ms=c._model(1, 1), total_ms=c._model(1, 1) + e)
+    assert c.predict_ms(1, 1) - c._model(1, 1) == pytest.approx(np.quantile(errors, 0.95), rel=0.05)
 
 
 def test_feedback_shrinks_the_target_when_observed_p95_misses_and_recovers():
