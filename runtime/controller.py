@@ -85,8 +85,9 @@ class SLOController:
             see (socket queues, client) and for prediction error.
         window: recent requests kept for the quantiles.
         period: requests between refreshes of the quantiles and the feedback ``scale``.
-        horizon: how long (in latency targets) the current arrival rate is assumed to last when the queue
-            growth of an overloaded variant is charged to its predicted wait; 0 ignores the arrival rate.
+        horizon: the longest (in latency targets) an observed arrival rate is assumed to last when the
+            queue an overloaded variant would build is charged to its predicted wait (a rate is never
+            assumed to last longer than it has been observed); 0 ignores the arrival rate.
         rate_window: arrivals over which the arrival rate is measured.
         accuracy: each variant's accuracy, in ``names`` order (NaN where unknown). A variant not at
             least ``min_gain`` more accurate than every cheaper candidate is skipped. ``None``: every
