@@ -4,7 +4,6 @@ rewards are logged by wrapping _Search.score (the library is not modified)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -35,11 +34,11 @@ def _score(self, arch):
 N._Search.score = _score
 
 
-def search(teacher, s, **kw):
+def search(teacher, s, iterations=8, seed=0, **kw):
     TRACE.clear()
     t = time.perf_counter()
-    n2n(teacher, train=s.train, val=s.val, budget={"params": 0.05}, iterations=8, rollouts=5, epochs=1,
-        final_epochs=1, max_variants=1, progress=False, seed=0, ratios=tuple(B.N2N_KW["ratios"]),
+    n2n(teacher, train=s.train, val=s.val, budget={"params": 0.05}, iterations=iterations, rollouts=5, epochs=1,
+        final_epochs=1, max_variants=1, progress=False, seed=seed, ratios=tuple(B.N2N_KW["ratios"]),
         example_input=s.example_input, **kw)
     per_iter = [TRACE[i:i + 5] for i in range(0, len(TRACE), 5)]
     return {"wall_s": time.perf_counter() - t, "rewards": list(TRACE),
@@ -47,22 +46,39 @@ def search(teacher, s, **kw):
             "best_so_far": [float(np.max(TRACE[:i + 5])) for i in range(0, len(TRACE), 5)]}
 
 
-def main():
+def first_reaching(best_so_far: list[float], level: float) -> int | None:
+    """1-based index of the first batch of 5 rollouts whose best-so-far reward reaches ``level``."""
+    return next((i + 1 for i, b in enumerate(best_so_far) if b >= level - 1e-12), None)
+
+
+def main(seeds=(0, 1, 2), shallow_iterations=40):
+    """For each seed: train policies on the shallow teacher for ``shallow_iterations`` per stage, then run the
+    same 8-iteration search on the deep teacher from those policies and from fresh ones (same seed, so the
+    same data order and the same anchor), and compare when each first reaches the from-scratch search's
+    final best reward and the mean reward over its rollouts."""
     s = B.splits()
     teacher = B.load_teacher(s)
     torch.manual_seed(0)
     shallow = zoo.build("rescnn", depths=(1, 1))
     fit(shallow, s.train, epochs=8, seed=0, progress=False)
-    ck = Path(tempfile.mkdtemp(prefix="n2n-shallow"))
-    out = {"shallow_teacher_test_accuracy": evaluate(shallow, s.test)["accuracy"],
-           "budget": 0.05, "settings": "iterations 8, rollouts 5, epochs 1, seed 0, params budget 0.05"}
-    out["shallow_search"] = search(shallow, s, checkpoint=ck)
-    out["deep_from_transfer"] = search(teacher, s, policies=ck)
-    out["deep_from_scratch"] = search(teacher, s)
+    out = {"shallow_teacher_test_accuracy": evaluate(shallow, s.test)["accuracy"], "budget": 0.05,
+           "settings": f"shallow search {shallow_iterations} iterations x 5 rollouts per stage; deep searches "
+                       "8 iterations x 5 rollouts per stage; epochs 1; params budget 0.05", "seeds": {}}
+    for seed in seeds:
+        ck = Path(tempfile.mkdtemp(prefix="n2n-shallow"))
+        row = {"shallow_search": search(shallow, s, iterations=shallow_iterations, seed=seed, checkpoint=ck),
+               "deep_from_transfer": search(teacher, s, seed=seed, policies=ck),
+               "deep_from_scratch": search(teacher, s, seed=seed)}
+        level = row["deep_from_scratch"]["best_so_far"][-1]
+        row["level"] = level
+        for k in ("deep_from_transfer", "deep_from_scratch"):
+            row[k]["first_reaching_level"] = first_reaching(row[k]["best_so_far"], level)
+            row[k]["mean_reward"] = float(np.mean(row[k]["rewards"]))
+        out["seeds"][str(seed)] = row
+        print(seed, {k: {kk: row[k][kk] for kk in ("first_reaching_level", "mean_reward", "wall_s")}
+                     for k in ("deep_from_transfer", "deep_from_scratch")}, f"level {level:.3f}", flush=True)
     with B.locked() as doc:
         doc["transfer"] = out
-    print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "rewards"})
-                      for k, v in out.items()}, indent=1))
 
 
 if __name__ == "__main__":
