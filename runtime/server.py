@@ -23,6 +23,7 @@ accepting, lets in-flight requests finish, then exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import importlib.util
 import json
@@ -120,8 +121,9 @@ class InferenceApp:
                 for task in self._tasks:
                     task.cancel()
                 self.pool.shutdown(wait=True)
-                if self.shared is not None:
-                    self.shared.write()  # the final counts stay in the merge after this process exits
+                if self.shared is not None:  # the final counts stay in the merge after this process exits
+                    with contextlib.suppress(OSError):  # the supervisor may be removing the directory
+                        self.shared.write()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
