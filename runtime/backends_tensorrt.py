@@ -91,9 +91,9 @@ class TensorRTBackend:
 
     @classmethod
     def pick_file(cls, variant: VariantEntry) -> FileEntry | None:
-        """The plan for the running TensorRT version and GPU; BundleError naming what exists if none."""
-        trt = _trt()
-        key = tensorrt_key(trt.__version__, compute_capability())
+        """The plan for the running TensorRT version and GPU (keyed by :meth:`check_available`, which
+        ``get_backend`` always calls first); BundleError naming what exists if none."""
+        key = cls.file_kind
         if key in variant.files:
             return variant.files[key]
         have = sorted(k for k in variant.files if k.startswith("tensorrt/"))

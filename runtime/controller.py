@@ -183,7 +183,7 @@ class SLOController:
         for i in reversed(self.candidates):
             if i > top or i == 0:
                 continue
-            service = self.intercept_ms[i] + self.slope_ms[i] * n
+            service = self._model(i, n)
             growth = max([(service * busy - 1.0) * held for busy, held in windows] + [0.0])  # queue it builds
             if wait + growth + service * kmean <= limit:
                 return i

@@ -59,9 +59,6 @@ class Counter(_Family):
     def inc(self, labels: tuple = (), amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
-    def get(self, labels: tuple = ()) -> float:
-        return self.values.get(labels, 0.0)
-
     def render(self) -> list[str]:
         return self._head() + [f"{self.name}{_labels(self.label_names, k)} {_num(v)}"
                                for k, v in sorted(self.values.items())]
@@ -101,10 +98,6 @@ class Histogram(_Family):
             s = self.series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
         s[0][bisect.bisect_left(self.bounds, value)] += 1
         s[1] += value
-
-    def count(self, labels: tuple = ()) -> int:
-        s = self.series.get(labels)
-        return sum(s[0]) if s else 0
 
     def render(self) -> list[str]:
         out = self._head()

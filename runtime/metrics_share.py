@@ -62,10 +62,10 @@ class SharedMetrics:
                 out[f.name] = [[list(k), v] for k, v in f.values.items()]
         return out
 
-    def write(self) -> None:
-        """Write the snapshot atomically (a reader never sees half a file)."""
+    def write(self, snapshot: dict | None = None) -> None:
+        """Write ``snapshot`` (default: a fresh one) atomically: a reader never sees half a file."""
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
+        tmp.write_text(json.dumps(self.snapshot() if snapshot is None else snapshot))
         os.replace(tmp, self._path)
 
     async def run(self) -> None:
@@ -89,8 +89,10 @@ class SharedMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text of all workers merged (this one's snapshot refreshed first)."""
-        self.write()
+        own = self.snapshot()
+        self.write(own)
         snaps = self._snapshots()
+        snaps[self.pid] = own  # no need to read back the file just written
         live = {pid for pid in snaps if pid == self.pid or _alive(pid)}
         merged = Registry()
         for f in self.metrics.registry.families:
@@ -103,7 +105,7 @@ class SharedMetrics:
                         cur[0] = [a + b for a, b in zip(cur[0], counts)]
                         cur[1] += total
             elif isinstance(f, Gauge):
-                mode = getattr(f, "multiprocess", "livesum")
+                mode = f.multiprocess
                 names = (*f.label_names, "worker") if mode == "liveall" else f.label_names
                 out = merged.add(Gauge(f.name, f.help, names))
                 for pid, rows in series.items():

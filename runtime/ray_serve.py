@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import open_backends
-from .engine import Engine
+from .engine import load
 from .errors import ConfigError, SlimkitError, require
 from .manifest import read_manifest
 
@@ -47,11 +46,9 @@ class BundleServer:
 
     def __init__(self, bundle_dir: str, *, backend: str = "onnxruntime", precision: str = "fp32",
                  model_name: str | None = None, **options: Any):
-        manifest = read_manifest(bundle_dir).with_precision(precision)
-        self.engine = Engine(manifest, open_backends(bundle_dir, manifest, backend, **options),
-                             bundle_dir=bundle_dir, threads=options.get("threads"))
+        self.engine = load(bundle_dir, backend, precision=precision, **options)
         self.model_name = model_name or Path(bundle_dir).resolve().name
-        self.output_name = manifest.outputs[0].name
+        self.output_name = self.engine.manifest.outputs[0].name
 
     def infer(self, x: np.ndarray, **selector: Any) -> dict[str, Any]:
         """Run ``x`` on the variant chosen by ``budget=`` / ``variant=`` / ``latency_ms=`` (as ``Engine.run``)."""

@@ -93,6 +93,8 @@ class InferenceApp:
         self.ready = False
         self._token = f"Bearer {cfg.token}".encode() if cfg.token else None
         self._metadata = json.dumps(model_metadata(self.name, self.engine.manifest)).encode()
+        self._server_meta = json.dumps({"name": "slimkit", "version": _version(),
+                                        "extensions": ["binary_tensor_data"]}).encode()
         base = f"/v2/models/{self.name}"
         self._routes = {"/v2/health/live": "live", "/v2/health/ready": "ready", "/v2": "server",
                         "/metrics": "metrics", base: "metadata", f"{base}/versions/1": "metadata",
@@ -179,8 +181,7 @@ class InferenceApp:
         if route == "metrics":
             body = self.shared.render() if self.shared is not None else self.metrics.render()
             return 200, body, CONTENT_TYPE.encode()
-        return 200, json.dumps({"name": "slimkit", "version": _version(),
-                                "extensions": ["binary_tensor_data"]}).encode(), _JSON
+        return 200, self._server_meta, _JSON
 
     def _not_found(self, path: str) -> HTTPError:
         if path.startswith("/v2/models/"):
