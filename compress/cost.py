@@ -17,7 +17,7 @@ from .modules import hooks
 
 __all__ = ["count_params", "count_macs"]
 
-_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # gate blocks per nn.RNNBase mode
 
 
 def count_params(model: nn.Module) -> int:
@@ -28,7 +28,7 @@ def count_params(model: nn.Module) -> int:
 def _rnn_macs(rnn: nn.RNNBase, x: torch.Tensor) -> int:
     # (B, T, F) if batch_first, else (T, B, F); unbatched input is (T, F)
     steps = x.shape[1] if (rnn.batch_first and x.dim() == 3) else x.shape[0]
-    gates = _GATES[rnn.mode]
+    gates = RNN_GATES[rnn.mode]
     dirs = 2 if rnn.bidirectional else 1
     h = rnn.hidden_size
     out = rnn.proj_size or h

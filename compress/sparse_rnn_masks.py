@@ -22,10 +22,10 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
+from .cost import RNN_GATES as GATES
+
 __all__ = ["RecurrentWeight", "recurrent_weights", "rnn_modules", "Masks", "magnitude_masks", "unit_masks",
            "cubic_schedule", "sparsity_of", "size_metrics"]
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,6 @@ class Masks:
         self._hooks.clear()
 
 
-def _blocks(w: RecurrentWeight, t: torch.Tensor) -> list[torch.Tensor]:
-    return list(t.chunk(w.gates, 0))
-
-
 def magnitude_masks(model: nn.Module, weights: list[RecurrentWeight], sparsity: float, scope: str,
                     current: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Keep-masks pruning the smallest-magnitude entries to exactly ``sparsity`` within each scope.
@@ -156,7 +152,8 @@ def magnitude_masks(model: nn.Module, weights: list[RecurrentWeight], sparsity: 
     return masks
 
 
-def _unit_rows(gates: int, hidden: int, units: torch.Tensor) -> torch.Tensor:
+def unit_rows(gates: int, hidden: int, units: torch.Tensor) -> torch.Tensor:
+    """Rows of a recurrent weight (gate blocks stacked) that belong to hidden ``units``, in every gate."""
     return torch.cat([g * hidden + units for g in range(gates)])
 
 
@@ -208,7 +205,7 @@ def unit_masks(model: nn.Module, fraction: float, current: dict[str, torch.Tenso
             layer, d = divmod(i, dirs)
             units = torch.tensor(kept[mname][i])
             row = torch.zeros(g * h, dtype=torch.bool)
-            row[_unit_rows(g, h, units)] = True
+            row[unit_rows(g, h, units)] = True
             col_hh = torch.zeros(h, dtype=torch.bool)
             col_hh[units] = True
             w_ih = params[f"{pre}weight_ih{s}"]

@@ -22,16 +22,11 @@ from torch import nn
 from slimkit.runtime.errors import UnsupportedModelError
 
 from .modules import hooks, replace_submodule
-from .sparse_rnn_masks import GATES, rnn_modules
+from .sparse_rnn_masks import GATES, rnn_modules, unit_rows
 
 __all__ = ["find_consumers", "shrink_units"]
 
 _CONSUMERS = (nn.Linear, nn.RNNBase)
-
-
-def _rows(m: nn.RNNBase, units: list[int]) -> torch.Tensor:
-    u = torch.tensor(units, dtype=torch.long)
-    return torch.cat([g * m.hidden_size + u for g in range(GATES[m.mode])])
 
 
 def _record_inputs(model: nn.Module, x: torch.Tensor, replace: dict[str, list] | None = None) -> dict[str, list]:
@@ -74,7 +69,7 @@ def find_consumers(model: nn.Module, kept: dict[str, list[list[int]]], x: torch.
             removed = sorted(set(range(m.hidden_size)) - set(units))
             if not removed:
                 continue
-            rows = _rows(m, removed)
+            rows = unit_rows(GATES[m.mode], m.hidden_size, torch.tensor(removed, dtype=torch.long))
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 p = params.get(f"{pre}{kind}{sfx}")
                 if p is not None:  # small random weights plus a positive bias: h != 0 for any input
@@ -137,7 +132,7 @@ def shrink_units(model: nn.Module, kept: dict[str, list[list[int]]], consumers: 
             for i, u in enumerate(units):
                 layer, d = divmod(i, dirs)
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                rows = _rows(m, u)
+                rows = unit_rows(GATES[m.mode], m.hidden_size, torch.tensor(u, dtype=torch.long))
                 if layer == 0:
                     cols = torch.tensor(in_cols, dtype=torch.long)
                 else:
