@@ -36,7 +36,7 @@ from slimkit.runtime.manifest import (
     write_manifest,
 )
 
-from .onnx import DEFAULT_DYNAMIC_DIMS, onnx_specs, to_onnx
+from .onnx import _dynamic_dims, onnx_specs, to_onnx
 
 __all__ = ["bundle", "QUANTIZE"]
 
@@ -209,10 +209,10 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
 def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
                   dynamic_dims: Mapping[int, str | None] | None) -> Path:
     """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
-    dims = {**DEFAULT_DYNAMIC_DIMS, **(dynamic_dims or {})}
+    dims = _dynamic_dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
     # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
     x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
-    shapes = {a: torch.export.Dim.DYNAMIC for a, n in dims.items() if n is not None}
+    shapes = {a: torch.export.Dim.DYNAMIC for a in dims}
     was_training = model.training
     model.eval()
     try:

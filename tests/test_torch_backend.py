@@ -53,6 +53,21 @@ def test_conv_model_round_trips(tmp_path):
         np.testing.assert_allclose(got, model(xs).numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_fixed_batch_dim_exports_the_example_batch(tmp_path):
+    """``dynamic_dims={0: None}`` fixes the batch axis: the program must take the example's batch of 1,
+    like its ONNX twin (it used to be traced, and fixed, at batch 2)."""
+    from slimkit.compress.family import Family, Variant
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    x = torch.randn(1, 4)
+    fam = Family([Variant.measure("only", model, x)], method="test", example_input=x, source={})
+    export.bundle(fam, x, tmp_path / "b", torch_export=True, dynamic_dims={0: None})
+    got = runtime.load(tmp_path / "b", backend="torch").run(x.numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_bad_inputs_and_options(pt2_bundle, tiny_bundle):
     eng = runtime.load(pt2_bundle, backend="torch")
     with pytest.raises(InputError, match="float32"):
