@@ -176,8 +176,8 @@ class _Logger:
 def _prepare_onnx(src: Path, tmp: Path, *, fp16: bool, int8: bool, calibration: Any) -> Path:
     """The ONNX file TensorRT parses: Q/DQ-quantised for ``int8``, cast for ``fp16`` (TRT 11 only)."""
     path = src
-    has_qdq = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(src), load_external_data=False).graph.node)
-    if int8 and not has_qdq:
+    if int8 and not any(n.op_type == "QuantizeLinear"
+                        for n in onnx.load(str(src), load_external_data=False).graph.node):
         from .quantize import quantize_onnx
 
         if calibration is None:
@@ -283,7 +283,10 @@ def add_engines(bundle: str | os.PathLike, *, fp16: bool = False, int8: bool = F
     try:
         for v in targets:
             tmp = root / f".{v.name}.plan.tmp"
-            to_tensorrt(root / v.files["onnx"].path, tmp, fp16=fp16, int8=int8, sparse=sparse,
+            # INT8: from the FP32 base, quantised symmetrically on `calibration` (the twin's own Q/DQ are
+            # asymmetric, for onnxruntime; TensorRT needs zero points of 0)
+            src = manifest.variant(v.base).files["onnx"].path if int8 else v.files["onnx"].path
+            to_tensorrt(root / src, tmp, fp16=fp16, int8=int8, sparse=sparse,
                         min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace=workspace,
                         calibration=calibration)
             sha = sha256_file(tmp)
