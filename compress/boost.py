@@ -37,7 +37,7 @@ from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from .cost import count_macs, count_params
 from .family import Family, Variant, register_rebuilder
-from .modules import hooks
+from .modules import hooks, replace_submodule
 from .train import TASKS, _device, evaluate, progress_bar, set_seed
 
 __all__ = ["BoostConfig", "Booster", "boost", "boosted_head", "ACTIVATIONS"]
@@ -413,11 +413,11 @@ def boost(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
         source["metrics"] = evaluate(backbone, val, task=task)
     variants = []
     for t in counts:
-        merged = booster.head(t).to(device)
+        merged = booster.head(t)
         metrics = {"train_loss": booster.train_loss[t - 1]}
         if val_feats is not None:  # the model's output is the head's, so the head on val features suffices
-            metrics.update(evaluate(merged.cpu(), val_feats, task=task))
-            merged.to(device)
+            metrics.update(evaluate(merged, val_feats, task=task))
+        merged.to(device)
         shape = {"head": name, "stages": t, "units": config.units, "in_features": old.in_features,
                  "out_features": outputs, "activation": config.activation, "rho": booster.rhos[:t]}
         variants.append(Variant.measure(f"s{t}", _with_head(backbone, name, merged), example_input,
@@ -436,8 +436,7 @@ def _stage_counts(counts, stages: int) -> tuple[int, ...]:
     except (TypeError, ValueError):
         out = ()
     if not out or len(out) != len(counts) or not all(1 <= c <= stages for c in out):
-        counts = given
-        raise ConfigError(f"stage_counts must be distinct ints in 1..stages={stages}, got {counts!r}")
+        raise ConfigError(f"stage_counts must be distinct ints in 1..stages={stages}, got {given!r}")
     return out
 
 
@@ -445,4 +444,4 @@ def _stage_counts(counts, stages: int) -> tuple[int, ...]:
 def _rebuild(base: nn.Module, config: dict, example_input: torch.Tensor) -> nn.Module:
     merged = boosted_head(config["in_features"], config["stages"] * config["units"], config["out_features"],
                           config["activation"])
-    return _with_head(copy.deepcopy(base).eval().requires_grad_(False), config["head"], merged)
+    return replace_submodule(copy.deepcopy(base).eval().requires_grad_(False), config["head"], merged)

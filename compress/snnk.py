@@ -53,7 +53,7 @@ from .snnk_blocks import (
 )
 from .snnk_features import KINDS
 from .snnk_fit import block_samples, collect_stats, select_features, solve_ridge
-from .train import TASKS, evaluate, fit, progress_bar, set_seed
+from .train import TASKS, _device, evaluate, fit, progress_bar, set_seed
 
 __all__ = ["snnk", "SNNKConfig", "KINDS", "MODES"]
 
@@ -194,7 +194,7 @@ def _student(teacher: nn.Module, blocks: list[Block], m: int, cfg: SNNKConfig, i
     student = copy.deepcopy(teacher).eval()
     info = {}
     for i, blk in enumerate(blocks):
-        device = next(teacher.get_submodule(blk.linears[0]).parameters()).device
+        device = _device(teacher.get_submodule(blk.linears[0]))
         new = build_block(blk, i, m, kind=cfg.kind, seed=cfg.seed, orthogonal=cfg.orthogonal).to(device)
         lins = linears_of(teacher, blk)
         calibrate_scales(new, lins, block_samples(student, blk, inputs))
@@ -259,7 +259,7 @@ def snnk(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, 
     blocks = select_targets(teacher, example_input, targets)
     cfg.targets = tuple(b.name for b in blocks)
     set_seed(seed)
-    device = next(teacher.parameters()).device
+    device = _device(teacher)
     inputs = [x.to(device) for _, (x, _y) in zip(range(cfg.calibration_batches), train)]
     source = {"params": count_params(model), "macs": count_macs(model, example_input),
               "block_params": _block_params(teacher, blocks)}
@@ -289,7 +289,7 @@ def snnk(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, 
 
 
 def _block_params(model: nn.Module, blocks: list[Block]) -> int:
-    return sum(p.numel() for b in blocks for n in b.linears for p in model.get_submodule(n).parameters())
+    return sum(count_params(model.get_submodule(n)) for b in blocks for n in b.linears)
 
 
 @register_rebuilder("snnk")

@@ -76,10 +76,6 @@ class Block:
                    d["in_features"], d["out_features"])
 
 
-def _get(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name) if name else model
-
-
 def _trace(model: nn.Module, example_input: torch.Tensor):
     """Every module call of one eval-mode forward: ``[(name, input, output)]`` in call order."""
     calls: list[tuple[str, torch.Tensor | None, torch.Tensor | None]] = []
@@ -113,17 +109,17 @@ def _chains(model: nn.Module, calls: list) -> list[list[tuple[str, str]]]:
     counts: dict[str, int] = {}
     for n, _, _ in calls:
         counts[n] = counts.get(n, 0) + 1
-    leaf = [(n, x, y) for n, x, y in calls if isinstance(_get(model, n), (nn.Linear, *_ACTS, *_PASS))]
+    leaf = [(n, x, y) for n, x, y in calls if isinstance(model.get_submodule(n), (nn.Linear, *_ACTS, *_PASS))]
     chains, i = [], 0
     while i < len(leaf):
         n, _, y = leaf[i]
-        if not isinstance(_get(model, n), nn.Linear) or counts[n] != 1:
+        if not isinstance(model.get_submodule(n), nn.Linear) or counts[n] != 1:
             i += 1
             continue
         chain, prev, act, j = [(n, "L")], y, None, i + 1
         while j < len(leaf):
             cn, cx, cy = leaf[j]
-            mod = _get(model, cn)
+            mod = model.get_submodule(cn)
             if counts[cn] != 1:
                 break
             if not _same(prev, cx):
@@ -171,7 +167,7 @@ def _sub_blocks(model: nn.Module, chain: list[tuple[str, str]], calls: list) -> 
     """Every contiguous sub-chain with at least one hidden layer, named and checked."""
     lin_pos = [k for k, (_, r) in enumerate(chain) if r == "L"]
     by_name = {n: (x, y) for n, x, y in calls}
-    owners = [(n, x, y) for n, x, y in calls if not isinstance(_get(model, n), (nn.Linear, *_ACTS, *_PASS))]
+    owners = [(n, x, y) for n, x, y in calls if not isinstance(model.get_submodule(n), (nn.Linear, *_ACTS, *_PASS))]
     out = []
     for a in range(len(lin_pos)):
         for b in range(a + 1, len(lin_pos)):
@@ -179,14 +175,14 @@ def _sub_blocks(model: nn.Module, chain: list[tuple[str, str]], calls: list) -> 
             mods = tuple(n for n, _ in part if n)
             lins = tuple(n for n, r in part if r == "L")
             acts = tuple(r if r.startswith("f:") else n for n, r in part if r == "A" or r.startswith("f:"))
-            acts = tuple(a_[2:] if a_.startswith("f:") else type(_get(model, a_)).__name__ for a_ in acts)
+            acts = tuple(a_[2:] if a_.startswith("f:") else type(model.get_submodule(a_)).__name__ for a_ in acts)
             x_in, y_out = by_name[lins[0]][0], by_name[lins[-1]][1]
             module = None
             for n, x, y in owners:  # a module whose forward is exactly this chain
-                leaves = {m for m, sub in _get(model, n).named_modules(prefix=n) if not list(sub.children())}
+                leaves = {m for m, sub in model.get_submodule(n).named_modules(prefix=n) if not list(sub.children())}
                 if leaves == set(mods) and _same(x, x_in) and _same(y, y_out):
                     module = n
-            first, last = _get(model, lins[0]), _get(model, lins[-1])
+            first, last = model.get_submodule(lins[0]), model.get_submodule(lins[-1])
             out.append(Block(module or f"{lins[0]}..{lins[-1]}", lins, acts, mods, module,
                              first.in_features, last.out_features))
     return out
@@ -194,11 +190,11 @@ def _sub_blocks(model: nn.Module, chain: list[tuple[str, str]], calls: list) -> 
 
 def _valid(model: nn.Module, blk: Block, example_input: torch.Tensor, reference: torch.Tensor) -> bool:
     probe = copy.deepcopy(model).eval()
-    parts = [copy.deepcopy(_get(model, n)) for n in blk.modules]
+    parts = [copy.deepcopy(model.get_submodule(n)) for n in blk.modules]
     if any(a in _FUNCTIONAL for a in blk.activations):
         if blk.module is None:
             return False
-        parts = [copy.deepcopy(_get(model, blk.module))]
+        parts = [copy.deepcopy(model.get_submodule(blk.module))]
     probe = replace_block(probe, blk, _Exact(parts))
     with torch.no_grad():
         try:
@@ -251,21 +247,21 @@ def replace_block(model: nn.Module, blk: Block, new: nn.Module) -> nn.Module:
 def block_io(model: nn.Module, blk: Block) -> tuple[nn.Module, nn.Module]:
     """The modules whose input is the block's input and whose output is its output (hook points)."""
     if blk.module is not None:
-        m = _get(model, blk.module)
+        m = model.get_submodule(blk.module)
         return m, m
-    return _get(model, blk.modules[0]), _get(model, blk.modules[-1])
+    return model.get_submodule(blk.modules[0]), model.get_submodule(blk.modules[-1])
 
 
 def snnk_module(model: nn.Module, blk: Block) -> nn.Module:
     """The module standing at ``blk``'s place (the :class:`SNNKBlock` once replaced)."""
-    return _get(model, blk.modules[0] if blk.module is None else blk.module)
+    return model.get_submodule(blk.modules[0] if blk.module is None else blk.module)
 
 
 def block_as_module(model: nn.Module, blk: Block) -> nn.Module:
     """The original block as one module (what a ``targets`` filter receives)."""
     if blk.module is not None:
-        return _get(model, blk.module)
-    return nn.Sequential(*[_get(model, n) for n in blk.modules])
+        return model.get_submodule(blk.module)
+    return nn.Sequential(*[model.get_submodule(n) for n in blk.modules])
 
 
 class SNNKBlock(nn.Module):
@@ -334,7 +330,7 @@ def build_block(blk: Block, index: int, m: int, *, kind: str, seed: int, orthogo
 
 
 def linears_of(model: nn.Module, blk: Block) -> list[nn.Linear]:
-    return [copy.deepcopy(_get(model, n)) for n in blk.linears]
+    return [model.get_submodule(n) for n in blk.linears]  # read only: no copies
 
 
 def unsupported(model: nn.Module) -> UnsupportedModelError:

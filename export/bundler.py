@@ -201,7 +201,7 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
 
     base = read_manifest(root, verify=False)
     for precision in base.precisions:
-        m = read_manifest(root, verify=False).with_precision(precision)
+        m = base.with_precision(precision)  # a new object; latencies are merged into the file on disk
         Engine(m, open_backends(root, m, threads=1), bundle_dir=root, threads=1).measure_latency(
             batches=batches, repeats=50, save=True)
 
