@@ -8,6 +8,7 @@ against ``Engine.run`` is the engine's own overhead, not a different session con
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import onnxruntime as ort
 from slimkit.runtime.backends import session_options
 from slimkit.runtime.manifest import read_manifest, resolve_file
 
-__all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label"]
+__all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label", "atomic_write"]
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)  # the SortedNet menu every suite uses; variants are named w0.25 ... w1.00
 
@@ -48,3 +49,14 @@ def raw_call(sess: ort.InferenceSession):
 def threads_label(threads: int | None) -> str:
     """How a thread setting is reported: ``"1"``, or ``"default"`` (ORT's own: one per physical core)."""
     return "default" if threads is None else str(threads)
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder: a reader (or a run stopped
+    half-way) never sees half a results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -40,6 +40,7 @@ import torch
 
 torch.set_num_threads(1)
 
+from _bench import atomic_write  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -202,14 +203,6 @@ def render(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed, small MNIST-1D: a smoke run")
@@ -221,7 +214,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.render:
         doc = json.loads(args.render.read_text())
-        _atomic_write(_md_path(args.render), render(doc))
+        atomic_write(_md_path(args.render), render(doc))
         return
     mnist = dict(MNIST)
     if args.quick:
@@ -241,8 +234,8 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(), "machine": f"{platform.machine()}, "
                     f"{os.cpu_count()} CPU cores (shared)", "seconds": time.perf_counter() - start}
     doc["summary"] = summarise(doc)
-    _atomic_write(out, json.dumps(doc, indent=1))
-    _atomic_write(_md_path(out), render(doc))
+    atomic_write(out, json.dumps(doc, indent=1))
+    atomic_write(_md_path(out), render(doc))
     log(render(doc))
 
 

@@ -29,6 +29,8 @@ import torch
 
 torch.set_num_threads(1)
 
+from _bench import atomic_write  # noqa: E402
+
 from slimkit.compress import count_macs, count_params, data, evaluate, fit, graph, n2n, zoo  # noqa: E402
 from slimkit.compress.n2n import N2NConfig, _pareto_family, _Search  # noqa: E402
 from slimkit.compress.reorder import sort_channels  # noqa: E402
@@ -81,9 +83,7 @@ def locked():
             doc.setdefault("cells", {})
             doc.setdefault("claims", {})
             yield doc
-            tmp = RESULTS.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-            os.replace(tmp, RESULTS)
+            atomic_write(RESULTS, json.dumps(doc, indent=1, sort_keys=True))
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -173,15 +173,13 @@ def _best_of(fam, s, tp_):
 
 
 def _config(ratio, seed):
-    kw = {k: v for k, v in N2N_KW.items() if k not in ("cost", "ratios")}
-    return dict(kw, cost="params", budget={"params": ratio}, ratios=tuple(N2N_KW["ratios"]), seed=seed)
+    return dict(N2N_KW, budget={"params": ratio}, ratios=tuple(N2N_KW["ratios"]), seed=seed)
 
 
 def run_n2n(teacher, s, ratio, seed, tp_):
     t = time.perf_counter()
-    kw = _config(ratio, seed)
     fam = n2n(teacher, train=s.train, val=s.val, progress=False, example_input=s.example_input,
-              **{k: v for k, v in kw.items() if k != "cost"})
+              **_config(ratio, seed))
     wall = time.perf_counter() - t
     out, model = _best_of(fam, s, tp_)
     out.update(wall_s=wall, note="wall_s = whole n2n() call: search + final distillation of the reranked students")

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _bench import raw_session
 
 from slimkit import compress, export, runtime
 from slimkit.export.demo import run_demo
-from slimkit.runtime.backends import open_backends, session_options
+from slimkit.runtime.backends import open_backends
 from slimkit.runtime.manifest import read_manifest, resolve_file
 
 HERE = Path(__file__).parent
@@ -49,10 +50,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
 
 
 def _accuracy(sess: ort.InferenceSession, loader) -> float:
@@ -104,8 +101,8 @@ def main() -> None:
     rows = []
     for v in manifest.variants:
         twin = manifest.variant(f"{v.name}-int8")
-        sess = {"fp32": _session(resolve_file(bundle, v.files["onnx"].path)),
-                "int8": _session(resolve_file(bundle, twin.files["onnx"].path))}
+        sess = {"fp32": raw_session(resolve_file(bundle, v.files["onnx"].path), 1),
+                "int8": raw_session(resolve_file(bundle, twin.files["onnx"].path), 1)}
         row = {"variant": v.name, "macs": v.macs, "params": v.params,
                "quantization": twin.config["quantization"],
                "acc_fp32": _accuracy(sess["fp32"], splits.test), "acc_int8": _accuracy(sess["int8"], splits.test)}
@@ -193,7 +190,7 @@ def _triton_check(bundle: Path, repo: Path, x: np.ndarray) -> list[dict]:
     rows = []
     for v in m.variants + m.twins:
         cfg = text_format.Parse((repo / v.name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-        sess = _session(repo / v.name / "1" / "model.onnx")
+        sess = raw_session(repo / v.name / "1" / "model.onnx", 1)
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         want = engines[v.precision].run(x, variant=v.name)
         rows.append({"model": v.name, "platform": cfg.platform, "max_batch_size": cfg.max_batch_size,

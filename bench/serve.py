@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _serve_kserve as ks  # noqa: E402
+from _bench import atomic_write  # noqa: E402
 from _serve_load import bursty_trace, closed_loop, have_wrk, open_loop  # noqa: E402
 from _serve_report import render  # noqa: E402
 
@@ -305,10 +306,7 @@ def main(argv=None) -> int:
         "throughput": tp, "equal_p99": equal_p99(tp["rows"]), "engine_in_process": eng,
         "slo": slo, "seconds": time.time() - t0, "quick": a.quick,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(result, indent=2))
     md.write_text(render(result))
     _log(f"wrote {out} and {md}")
     return 0

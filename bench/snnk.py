@@ -40,6 +40,7 @@ import torch
 
 torch.set_num_threads(1)
 
+from _bench import atomic_write  # noqa: E402
 from _snnk_baselines import (  # noqa: E402
     latencies,
     learned_projection,
@@ -229,10 +230,7 @@ def main() -> None:
         else:
             doc[part] = run_part(part, cfg[part], cfg["seeds"], cfg["samples"])
         doc.setdefault("wall_s", {})[part] = time.perf_counter() - t0
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, out_json)
+        atomic_write(out_json, json.dumps(doc, indent=1))
         out_md.write_text(markdown(doc, json_path=out_json))
     log(f"done in {time.perf_counter() - start:.0f}s -> {out_json}, {out_md}")
 

@@ -26,6 +26,7 @@ import torch
 
 torch.set_num_threads(1)
 
+from _bench import atomic_write  # noqa: E402
 from _sparse_rnn_report import render  # noqa: E402
 from _sparse_rnn_speed import file_sizes, latency_ratios  # noqa: E402
 from torch.nn.utils import prune  # noqa: E402
@@ -182,9 +183,7 @@ def main() -> int:
     doc["targets"] = targets(doc["cells"])
     doc["seconds"] = time.perf_counter() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_json = out_dir / ".sparse_rnn_results.json.tmp"
-    tmp_json.write_text(json.dumps(doc, indent=2))
-    tmp_json.replace(out_dir / "sparse_rnn_results.json")
+    atomic_write(out_dir / "sparse_rnn_results.json", json.dumps(doc, indent=2))
     (out_dir / "SPARSE_RNN_RESULTS.md").write_text(render(doc))
     log(f"done in {doc['seconds']:.0f} s -> {out_dir / 'sparse_rnn_results.json'}")
     return 0
