@@ -183,7 +183,7 @@ def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -
     trainers = {name: Reinforce(policy, lr=cfg.policy_lr, entropy_coef=0.01) for name, policy in start.items()}
     state.restore(trainers, search)
     if cfg.budget:
-        search.anchor()  # cached: free on resume
+        search.anchor()  # its reward is cached: on resume nothing is trained again (costs are recounted)
     units = search.analysis.units
     stages = (["remove"] if units else []) + ["shrink"]
     total = cfg.iterations * len(stages)

@@ -198,9 +198,9 @@ class _Search:
         arch = self._project(remove, levels)
         if not (self.cfg.fill and self.cfg.budget):
             return arch
-        top = len(self.cfg.ratios) - 1
-        levels = [top] * len(self.shrink_rows(remove)) if levels is None else list(levels)
-        shape = dict(zip((g.root for g in self.shrink_rows(remove)), (self.cfg.ratios[i] for i in levels)))
+        groups = self.shrink_rows(remove)
+        levels = [len(self.cfg.ratios) - 1] * len(groups) if levels is None else levels
+        shape = {g.root: self.cfg.ratios[i] for g, i in zip(groups, levels)}
         return self.fill_budget(arch["remove"], shape) or arch
 
     def fill_budget(self, remove: list[str], shape: dict[str, float]) -> dict | None:
@@ -211,9 +211,8 @@ class _Search:
         fracs = [shape.get(g.root, 1.0) for g in groups]
 
         def at(s: float) -> dict:
-            keep = {g.root: g.keep(min(1.0, f * s), 1) for g, f in zip(groups, fracs)}
-            return {"remove": list(remove), "channels": {r: k for (r, k), g in zip(keep.items(), groups)
-                                                         if k < g.size}}
+            return {"remove": list(remove), "channels": {g.root: k for g, f in zip(groups, fracs)
+                                                         if (k := g.keep(min(1.0, f * s), 1)) < g.size}}
 
         hi = 1.0 / min(fracs, default=1.0)
         try:
