@@ -269,7 +269,7 @@ def add_engines(bundle: str | os.PathLike, *, fp16: bool = False, int8: bool = F
     Returns:
         The file kind written, once per variant.
     """
-    _check_args(fp16, int8, sparse, min_batch, opt_batch, max_batch, workspace)
+    opt = _check_args(fp16, int8, sparse, min_batch, opt_batch, max_batch, workspace)
     root = Path(bundle)
     manifest = read_manifest(root)
     targets = manifest.with_precision("int8").variants if int8 else manifest.variants
@@ -299,7 +299,7 @@ def add_engines(bundle: str | os.PathLike, *, fp16: bool = False, int8: bool = F
             precision = "int8" if int8 else "fp16" if fp16 else "fp32"
             entry.files[key] = FileEntry(name, sha, {
                 "precision": precision, "sparse": sparse, "min_batch": min_batch,
-                "opt_batch": opt_batch or max_batch, "max_batch": max_batch,
+                "opt_batch": opt, "max_batch": max_batch,
                 "tensorrt": trt.__version__, "compute_capability": f"{cc[0]}.{cc[1]}"})
         for tmp, final in written:
             os.replace(tmp, final)
