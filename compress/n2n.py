@@ -179,8 +179,7 @@ def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -
     if init is not None and not any((init / f"policy-{n}").is_dir() for n in start):
         raise ConfigError(f"policies={str(init)!r} holds neither policy-remove/ nor policy-shrink/; pass the "
                           "checkpoint directory of an earlier n2n search")
-    # a small entropy bonus: plain REINFORCE became confident after ~40 updates on the toy envs
-    trainers = {name: Reinforce(policy, lr=cfg.policy_lr, entropy_coef=0.01) for name, policy in start.items()}
+    trainers = {name: _trainer(policy, cfg) for name, policy in start.items()}
     state.restore(trainers, search)
     if cfg.budget:
         search.anchor()  # its reward is cached: on resume nothing is trained again (costs are recounted)
@@ -220,6 +219,12 @@ def _run_search(search: _Search, state: _Checkpoint, init: Path | None = None) -
             # every student so far came from stage 1: keep the removal set of the best one
             state.data.update(stage="shrink", iteration=0, best_remove=best.arch["remove"])
         state.save(trainers, search)
+
+
+def _trainer(policy: nn.Module, cfg: N2NConfig) -> Reinforce:
+    """The REINFORCE trainer of one stage's policy. A small entropy bonus: plain REINFORCE became confident
+    after ~40 updates on the toy envs."""
+    return Reinforce(policy, lr=cfg.policy_lr, entropy_coef=0.01)
 
 
 def _pareto_family(search: _Search, teacher: nn.Module, cfg: N2NConfig) -> Family:
