@@ -8,15 +8,26 @@ from pathlib import Path
 import numpy as np
 
 LABELS = {
-    "n2n": "N2N (RL search + 10-epoch distillation)",
+    "n2n": "N2N (RL search + 10-epoch distillation; policy lr 0.003, the old default)",
     "random": "(d) random search, same action space / #students, + same distillation",
     "uniform": "(a) uniform width shrinking (inherited weights) + same distillation",
     "torchpruning": "(b) Torch-Pruning L2 magnitude + same distillation",
     "thin_scratch": "(c) uniformly thin ResCNN, from scratch (CE, 10 epochs)",
     "n2n_arch_scratch": "(c) N2N student's architecture, re-initialised, from scratch (CE, 10 epochs)",
+    "n2n_plr0.01": "N2N, policy lr 0.01 (the library default now)",
+    "n2n_plr0.03": "N2N, policy lr 0.03",
+    "n2n_long": "N2N, 24 iterations per stage (241 students), policy lr 0.01",
+    "random_long": "(d) random search, 241 students (as n2n_long)",
 }
-ORDER = ["n2n", "random", "uniform", "torchpruning", "thin_scratch", "n2n_arch_scratch"]
+SEARCHES = ["n2n", "n2n_plr0.01", "n2n_plr0.03", "n2n_long"]  # N2N settings, each checked against every baseline
+BASELINES = ["random", "random_long", "uniform", "torchpruning", "thin_scratch", "n2n_arch_scratch"]
+ORDER = ["n2n", "random", "n2n_plr0.01", "n2n_plr0.03", "n2n_long", "random_long"] + BASELINES[2:]
 RATIOS = ["10x", "20x", "30x", "50x", "100x"]
+
+
+def _unmatched_random(search: str) -> str:
+    """Random search is compared at the same number of students: the long search with the long one."""
+    return "random" if search == "n2n_long" else "random_long"
 
 
 def _ms(vals):
@@ -87,11 +98,12 @@ def report(results: Path, out: Path) -> str:
             summary[(ratio, m)] = {"acc": float(np.mean(accs)), "comp": float(comp), "n": len(ok),
                                    "wall_max": float(max(c["wall_s"] for c in ok)),
                                    "seeds": [c["seed"] for c in ok]}
-        n2n_rows = [c for c in rows.get((ratio, "n2n"), []) if "error" not in c]
-        if n2n_rows:
-            lines.append("\nN2N students found (per seed): " + "; ".join(
-                f"seed {c['seed']}: removed {c['remove'] or 'none'}, shrunk groups "
-                f"{c['channels']}, search reward {c['search_reward']:.3f}" for c in sorted(n2n_rows, key=lambda c: c['seed'])))
+        for n in SEARCHES:
+            n2n_rows = [c for c in rows.get((ratio, n), []) if "error" not in c]
+            if n2n_rows:
+                lines.append(f"\n{n} students found (per seed): " + "; ".join(
+                    f"seed {c['seed']}: removed {c['remove'] or 'none'}, shrunk groups {c['channels']}, "
+                    f"search reward {c['search_reward']:.3f}" for c in sorted(n2n_rows, key=lambda c: c['seed'])))
         rnd_rows = [c for c in rows.get((ratio, "random"), []) if "error" not in c]
         if rnd_rows:
             lines.append("\nRandom-search best (per seed): " + "; ".join(
@@ -103,44 +115,70 @@ def report(results: Path, out: Path) -> str:
     lines.append("\n## Targets (computed from the tables above)\n")
     lines.append("**1. At every ratio N2N is at least as accurate as each baseline** (mean test accuracy over "
                  "the seeds each method finished):\n")
-    for ratio in RATIOS:
-        if (ratio, "n2n") not in summary:
-            if any(r == ratio for r, _ in summary):
-                lines.append(f"- {ratio}: N2N has no result, cannot be compared.")
-            continue
-        a = summary[(ratio, "n2n")]["acc"]
-        failed = sorted(c["seed"] for c in rows.get((ratio, "n2n"), []) if "error" in c)
-        parts = []
-        for m in ORDER[1:]:
-            if (ratio, m) in summary:
-                b = summary[(ratio, m)]["acc"]
-                parts.append(f"{m} {b:.2f}% -> {'PASS' if a >= b else 'FAIL'}")
-        lines.append(f"- {ratio}: N2N {a:.2f}% vs " + "; ".join(parts)
-                     + (f". **FAIL overall: N2N returned no student for seed(s) {failed}** (the baselines did), "
-                        "so the mean is over the other seeds only" if failed else ""))
+    for n in SEARCHES:
+        for ratio in RATIOS:
+            if (ratio, n) not in summary:
+                continue
+            a = summary[(ratio, n)]["acc"]
+            failed = sorted(c["seed"] for c in rows.get((ratio, n), []) if "error" in c)
+            parts = [f"{m} {summary[(ratio, m)]['acc']:.2f}% -> {'PASS' if a >= summary[(ratio, m)]['acc'] else 'FAIL'}"
+                     for m in BASELINES if (ratio, m) in summary and m != _unmatched_random(n)]
+            lines.append(f"- {ratio}: {n} {a:.2f}% vs " + "; ".join(parts)
+                         + (f". **FAIL overall: no student for seed(s) {failed}** (the baselines had one), "
+                            "so the mean is over the other seeds only" if failed else ""))
     lines.append("\n**2. Largest compression within 1 point of the teacher** (mean test acc >= "
                  f"{100 * t_acc - 1:.1f}%; compression = measured teacher params / student params):\n")
     best = {}
-    for m in ORDER:
+    for m in [m for m in ORDER if any(mm == m for _, mm in summary)]:
         ok = [(v["comp"], r) for (r, mm), v in summary.items() if mm == m and v["acc"] >= 100 * t_acc - 1]
         best[m] = max(ok) if ok else None
         lines.append(f"- {m}: " + (f"{best[m][0]:.1f}x (at the {best[m][1]} budget)" if best[m]
                                    else "none of the measured ratios"))
-    bl = [best[m][0] for m in ORDER[1:] if best[m]]
-    if best["n2n"] and bl:
-        ratio_ = best["n2n"][0] / max(bl)
-        lines.append(f"\nN2N / best baseline = {ratio_:.2f} -> {'PASS' if ratio_ >= 1.5 else 'FAIL'} (target >= 1.5). "
-                     "Only the budgets in the tables were run, so this is resolved only to those steps.")
-    elif best["n2n"]:
-        lines.append("\nNo baseline is within 1 point at any measured ratio; N2N is -> PASS (resolved to the measured budgets only).")
-    else:
-        lines.append("\nN2N is not within 1 point of the teacher at any measured ratio -> FAIL.")
+    bl = [best[m][0] for m in BASELINES if best.get(m)]
+    for n in SEARCHES:
+        if n not in best:
+            continue
+        if best[n] and bl:
+            ratio_ = best[n][0] / max(bl)
+            lines.append(f"\n{n} / best baseline = {ratio_:.2f} -> {'PASS' if ratio_ >= 1.5 else 'FAIL'} (target >= 1.5). "
+                         "Only the budgets in the tables were run, so this is resolved only to those steps.")
+        elif best[n]:
+            lines.append(f"\nNo baseline is within 1 point at any measured ratio; {n} is -> PASS (measured budgets only).")
+        elif any(mm == n for _, mm in summary):
+            measured = ", ".join(r for r in RATIOS if (r, n) in summary)
+            lines.append(f"\n{n} is not within 1 point of the teacher at the ratios it was run at ({measured}) "
+                         "-> FAIL there.")
     lines.append("\n**3. Search under 15 minutes per ratio** (whole n2n() call, incl. final distillation):\n")
-    for ratio in RATIOS:
-        if (ratio, "n2n") in summary:
-            w = summary[(ratio, "n2n")]["wall_max"]
-            lines.append(f"- {ratio}: longest {w:.0f} s -> {'PASS' if w < 900 else 'FAIL'}")
+    for n in SEARCHES:
+        for ratio in RATIOS:
+            if (ratio, n) in summary:
+                w = summary[(ratio, n)]["wall_max"]
+                lines.append(f"- {ratio}, {n}: longest {w:.0f} s -> {'PASS' if w < 900 else 'FAIL'}")
+    lines += _deep_teacher(doc.get("deep_teacher"))
     text = "\n".join(lines) + "\n"
     head = Path(out).read_text().split("<!-- tables -->")[0] if Path(out).is_file() else ""
     Path(out).write_text((head + "<!-- tables -->\n" if head else "<!-- tables -->\n") + text)
     return text
+
+
+def _deep_teacher(deep: dict | None) -> list[str]:
+    """The deeper-teacher check of bench/_n2n_deep.py: mean test accuracy per (budget, method)."""
+    if not deep or not deep.get("cells"):
+        return []
+    t = deep["teacher"]
+    rows: dict[tuple[float, str], list[dict]] = {}
+    for c in deep["cells"].values():
+        rows.setdefault((c.get("budget", deep["budget"]), c["method"]), []).append(c)
+    lines = ["\n## Deeper teacher (generated from `deep_teacher` in the JSON; `bench/_n2n_deep.py`)\n",
+             f"Teacher: {t['spec']}: {t['params']} params, test {100 * t['test_accuracy']:.1f}%, val "
+             f"{100 * t['val_accuracy']:.1f}%. N2N: {deep['iterations']} iterations per stage, policy lr 0.01; "
+             f"random search: as many students. Within 1 point: test >= {100 * t['test_accuracy'] - 1:.1f}%.\n",
+             "| budget | method | seeds | test acc % | params | compression | wall s (max) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (budget, method), cs in sorted(rows.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        cs = sorted(cs, key=lambda c: c["seed"])
+        params = np.mean([c["params"] for c in cs])
+        lines.append(f"| {1 / budget:.0f}x | {method} | {','.join(str(c['seed']) for c in cs)} | "
+                     f"{_ms([100 * c['test_accuracy'] for c in cs])} | {params:.0f} | {t['params'] / params:.1f}x | "
+                     f"{max(c['cell_wall_s'] for c in cs):.0f} |")
+    return lines

@@ -34,12 +34,12 @@ def _score(self, arch):
 N._Search.score = _score
 
 
-def search(teacher, s, iterations=8, seed=0, **kw):
+def search(teacher, s, iterations=8, seed=0, policy_lr=0.003, **kw):
     TRACE.clear()
     t = time.perf_counter()
     n2n(teacher, train=s.train, val=s.val, budget={"params": 0.05}, iterations=iterations, rollouts=5, epochs=1,
         final_epochs=1, max_variants=1, progress=False, seed=seed, ratios=tuple(B.N2N_KW["ratios"]),
-        example_input=s.example_input, **kw)
+        example_input=s.example_input, policy_lr=policy_lr, **kw)
     per_iter = [TRACE[i:i + 5] for i in range(0, len(TRACE), 5)]
     return {"wall_s": time.perf_counter() - t, "rewards": list(TRACE),
             "iter_mean": [float(np.mean(r)) for r in per_iter],
@@ -51,11 +51,12 @@ def first_reaching(best_so_far: list[float], level: float) -> int | None:
     return next((i + 1 for i, b in enumerate(best_so_far) if b >= level - 1e-12), None)
 
 
-def main(seeds=(0, 1, 2), shallow_iterations=40):
+def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
     """For each seed: train policies on the shallow teacher for ``shallow_iterations`` per stage, then run the
     same 8-iteration search on the deep teacher from those policies and from fresh ones (same seed, so the
     same data order and the same anchor), and compare when each first reaches the from-scratch search's
-    final best reward and the mean reward over its rollouts."""
+    final best reward and the mean reward over its rollouts. Results go under ``transfer`` (policy lr 0.003,
+    the library default until 2026-11-27) or ``transfer_plr<lr>``, merged per seed."""
     s = B.splits()
     teacher = B.load_teacher(s)
     torch.manual_seed(0)
@@ -66,9 +67,10 @@ def main(seeds=(0, 1, 2), shallow_iterations=40):
                        "8 iterations x 5 rollouts per stage; epochs 1; params budget 0.05", "seeds": {}}
     for seed in seeds:
         ck = Path(tempfile.mkdtemp(prefix="n2n-shallow"))
-        row = {"shallow_search": search(shallow, s, iterations=shallow_iterations, seed=seed, checkpoint=ck),
-               "deep_from_transfer": search(teacher, s, seed=seed, policies=ck),
-               "deep_from_scratch": search(teacher, s, seed=seed)}
+        row = {"shallow_search": search(shallow, s, iterations=shallow_iterations, seed=seed, checkpoint=ck,
+                                        policy_lr=policy_lr),
+               "deep_from_transfer": search(teacher, s, seed=seed, policies=ck, policy_lr=policy_lr),
+               "deep_from_scratch": search(teacher, s, seed=seed, policy_lr=policy_lr)}
         level = row["deep_from_scratch"]["best_so_far"][-1]
         row["level"] = level
         for k in ("deep_from_transfer", "deep_from_scratch"):
@@ -77,9 +79,14 @@ def main(seeds=(0, 1, 2), shallow_iterations=40):
         out["seeds"][str(seed)] = row
         print(seed, {k: {kk: row[k][kk] for kk in ("first_reaching_level", "mean_reward", "wall_s")}
                      for k in ("deep_from_transfer", "deep_from_scratch")}, f"level {level:.3f}", flush=True)
-    with B.locked() as doc:
-        doc["transfer"] = out
+        with B.locked() as doc:  # per seed, so several processes can share the seeds
+            name = "transfer" if policy_lr == 0.003 else f"transfer_plr{policy_lr}"
+            stored = doc.setdefault(name, out)
+            stored.update({k: v for k, v in out.items() if k != "seeds"}, policy_lr=policy_lr)
+            stored.setdefault("seeds", {})[str(seed)] = row
 
 
 if __name__ == "__main__":
-    main()
+    # _n2n_transfer.py [policy_lr [seed ...]]
+    lr = float(sys.argv[1]) if len(sys.argv) > 1 else 0.003
+    main(seeds=tuple(int(a) for a in sys.argv[2:]) or (0, 1, 2), policy_lr=lr)

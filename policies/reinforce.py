@@ -46,12 +46,13 @@ class Reinforce:
     Args:
         policy: a :class:`~slimkit.policies.RemovalPolicy` or :class:`~slimkit.policies.ShrinkPolicy`
             (any module whose rollouts carry ``log_prob``/``entropy``).
-        lr: Adam learning rate.
+        lr: Adam learning rate. Adam moves each weight by about ``lr`` per update, so with N2N's few
+            updates 1e-2 (the default) learns a clear signal in ~24 updates and 3e-3 barely moves the policy.
         baseline_decay: weight of the old baseline, in [0, 1).
         entropy_coef: weight of the entropy bonus (>= 0); keeps exploration alive on long searches.
     """
 
-    def __init__(self, policy: nn.Module, *, lr: float = 3e-3, baseline_decay: float = 0.8,
+    def __init__(self, policy: nn.Module, *, lr: float = 1e-2, baseline_decay: float = 0.8,
                  entropy_coef: float = 0.0) -> None:
         if not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"lr must be a positive number; got {lr}")

@@ -1,0 +1,74 @@
+"""Does N2N's RL beat random search when the action space is too large to sample? A deeper teacher.
+
+The default teacher has 4 removable blocks and 6 channel groups: 40 random removal masks cover its 16
+masks. This teacher, ``zoo rescnn`` with channels (24, 48) and depths (4, 4) (about the same parameter
+count), has 8 blocks (256 masks) and 10 groups. At a 30x params budget, 3 seeds: N2N with 24 iterations
+per stage and the default policy lr (241 students) against random search with as many students (same
+anchor, fill, rerank and final distillation as ``bench/n2n.py``), and uniform shrinking.
+
+    .venv/bin/python bench/_n2n_deep.py prepare
+    .venv/bin/python -W ignore bench/_n2n_deep.py run n2n:0 random:1 uniform:2 ...   # jobs, e.g. in 2 processes
+    .venv/bin/python -W ignore bench/_n2n_deep.py run uniform:0@0.05 ...             # another params budget
+
+Results go under ``deep_teacher`` in bench/n2n_results.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import n2n as B  # noqa: E402
+
+from slimkit.compress import count_macs, count_params, evaluate, fit, zoo  # noqa: E402
+
+KW = {"channels": (24, 48), "depths": (4, 4)}
+BUDGET, ITERATIONS = 1 / 30, 24
+PATH = B.WORK / "teacher_deep.pt"
+RUN = {"n2n": lambda *a: B.run_n2n(*a, iterations=ITERATIONS, policy_lr=0.01),
+       "random": lambda *a: B.run_random(*a, iterations=ITERATIONS), "uniform": B.run_uniform}
+
+
+def prepare() -> None:
+    s = B.splits()
+    torch.manual_seed(0)
+    model = zoo.build("rescnn", **KW)
+    fit(model, s.train, epochs=8, seed=0, progress=False)
+    torch.save(model.state_dict(), PATH)
+    info = {"spec": f"zoo.build('rescnn', channels={KW['channels']}, depths={KW['depths']}), fit(epochs=8, seed=0)",
+            "params": count_params(model), "macs": count_macs(model, s.example_input),
+            "test_accuracy": evaluate(model, s.test)["accuracy"], "val_accuracy": evaluate(model, s.val)["accuracy"]}
+    with B.locked() as doc:
+        doc["deep_teacher"] = {"teacher": info, "budget": BUDGET, "iterations": ITERATIONS, "cells": {}}
+    print(info, flush=True)
+
+
+def run(jobs: list[str]) -> None:
+    s = B.splits()
+    teacher = zoo.build("rescnn", **KW)
+    teacher.load_state_dict(torch.load(PATH))
+    teacher.eval()
+    tp_ = count_params(teacher)
+    for job in jobs:  # method:seed, or method:seed@budget for a budget other than BUDGET
+        spec, _, budget = job.partition("@")
+        method, seed = spec.split(":")
+        t = time.perf_counter()
+        out, _ = RUN[method](teacher, s, float(budget or BUDGET), int(seed), tp_)
+        out.update(method=method, seed=int(seed), budget=float(budget or BUDGET), cell_wall_s=time.perf_counter() - t)
+        with B.locked() as doc:
+            doc["deep_teacher"]["cells"][job] = out
+        print(job, f"test {out['test_accuracy']:.4f} val {out['val_accuracy']:.4f} params {out['params']} "
+                   f"wall {out['cell_wall_s']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["prepare"]:
+        prepare()
+    elif sys.argv[1:2] == ["run"]:
+        run(sys.argv[2:])
+    else:
+        raise SystemExit(__doc__)
