@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -219,8 +220,6 @@ def test_default_policy_settings_learn_a_clear_signal_in_24_updates():
     # benchmark-sized removal stage: 4 units, 5 rollouts per update, rewards ~0.6 with +-0.1 effects and
     # noise. At the old policy_lr 3e-3 the mean p(keep) was 0.36 / 0.70 after 24 updates (0.50 / 0.51 after
     # 8): the search sampled like random search. bench/_n2n_policy_move.py prints the whole table.
-    import numpy as np
-
     from slimkit.compress.n2n import _trainer
     from slimkit.policies import N_FEATURES, RemovalPolicy
 
