@@ -47,18 +47,30 @@ def prepare() -> None:
     print(info, flush=True)
 
 
+def _parse(job: str) -> tuple[str, int, float]:
+    """``method:seed``, or ``method:seed@budget`` for a params budget other than BUDGET."""
+    spec, _, budget = job.partition("@")
+    method, _, seed = spec.partition(":")
+    try:
+        if method in RUN:
+            return method, int(seed), float(budget or BUDGET)
+    except ValueError:
+        pass
+    raise SystemExit(f"job {job!r}: write method:seed[@budget] with method in {sorted(RUN)}, "
+                     "e.g. n2n:0 or uniform:1@0.05")
+
+
 def run(jobs: list[str]) -> None:
+    parsed = [_parse(job) for job in jobs]  # all checked before any training
     s = B.splits()
     teacher = zoo.build("rescnn", **KW)
     teacher.load_state_dict(torch.load(PATH))
     teacher.eval()
     tp_ = count_params(teacher)
-    for job in jobs:  # method:seed, or method:seed@budget for a budget other than BUDGET
-        spec, _, budget = job.partition("@")
-        method, seed = spec.split(":")
+    for job, (method, seed, budget) in zip(jobs, parsed):
         t = time.perf_counter()
-        out, _ = RUN[method](teacher, s, float(budget or BUDGET), int(seed), tp_)
-        out.update(method=method, seed=int(seed), budget=float(budget or BUDGET), cell_wall_s=time.perf_counter() - t)
+        out, _ = RUN[method](teacher, s, budget, seed, tp_)
+        out.update(method=method, seed=seed, budget=budget, cell_wall_s=time.perf_counter() - t)
         with B.locked() as doc:
             doc["deep_teacher"]["cells"][job] = out
         print(job, f"test {out['test_accuracy']:.4f} val {out['val_accuracy']:.4f} params {out['params']} "
