@@ -19,12 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import n2n as B  # noqa: E402
 
-from slimkit.compress import count_macs, count_params, evaluate, fit, zoo  # noqa: E402
+from slimkit.compress import count_params  # noqa: E402
 
 KW = {"channels": (24, 48), "depths": (4, 4)}
 BUDGET, ITERATIONS = 1 / 30, 24
@@ -34,14 +32,8 @@ RUN = {"n2n": lambda *a: B.run_n2n(*a, iterations=ITERATIONS, policy_lr=0.01),
 
 
 def prepare() -> None:
-    s = B.splits()
-    torch.manual_seed(0)
-    model = zoo.build("rescnn", **KW)
-    fit(model, s.train, epochs=8, seed=0, progress=False)
-    torch.save(model.state_dict(), PATH)
-    info = {"spec": f"zoo.build('rescnn', channels={KW['channels']}, depths={KW['depths']}), fit(epochs=8, seed=0)",
-            "params": count_params(model), "macs": count_macs(model, s.example_input),
-            "test_accuracy": evaluate(model, s.test)["accuracy"], "val_accuracy": evaluate(model, s.val)["accuracy"]}
+    _, info = B.train_teacher(B.splits(), PATH, **KW)
+    info["spec"] = f"zoo.build('rescnn', channels={KW['channels']}, depths={KW['depths']}), fit(epochs=8, seed=0)"
     with B.locked() as doc:
         doc["deep_teacher"] = {"teacher": info, "budget": BUDGET, "iterations": ITERATIONS, "cells": {}}
     print(info, flush=True)
@@ -63,9 +55,7 @@ def _parse(job: str) -> tuple[str, int, float]:
 def run(jobs: list[str]) -> None:
     parsed = [_parse(job) for job in jobs]  # all checked before any training
     s = B.splits()
-    teacher = zoo.build("rescnn", **KW)
-    teacher.load_state_dict(torch.load(PATH))
-    teacher.eval()
+    teacher = B.load_teacher(s, PATH, **KW)
     tp_ = count_params(teacher)
     for job, (method, seed, budget) in zip(jobs, parsed):
         t = time.perf_counter()

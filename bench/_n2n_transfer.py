@@ -14,7 +14,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from slimkit.compress import evaluate, fit, n2n, zoo  # noqa: E402
+from slimkit.compress import n2n  # noqa: E402
 
 N = sys.modules["slimkit.compress.n2n"]  # the module (slimkit.compress.n2n the attribute is the function)
 
@@ -59,12 +59,11 @@ def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
     the library default until 2026-11-27) or ``transfer_plr<lr>``, merged per seed."""
     s = B.splits()
     teacher = B.load_teacher(s)
-    torch.manual_seed(0)
-    shallow = zoo.build("rescnn", depths=(1, 1))
-    fit(shallow, s.train, epochs=8, seed=0, progress=False)
-    out = {"shallow_teacher_test_accuracy": evaluate(shallow, s.test)["accuracy"], "budget": 0.05,
+    shallow, info = B.train_teacher(s, depths=(1, 1))
+    out = {"shallow_teacher_test_accuracy": info["test_accuracy"], "budget": 0.05,
            "settings": f"shallow search {shallow_iterations} iterations x 5 rollouts per stage; deep searches "
-                       "8 iterations x 5 rollouts per stage; epochs 1; params budget 0.05", "seeds": {}}
+                       "8 iterations x 5 rollouts per stage; epochs 1; params budget 0.05", "policy_lr": policy_lr}
+    name = "transfer" if policy_lr == 0.003 else f"transfer_plr{policy_lr}"
     for seed in seeds:
         ck = Path(tempfile.mkdtemp(prefix="n2n-shallow"))
         row = {"shallow_search": search(shallow, s, iterations=shallow_iterations, seed=seed, checkpoint=ck,
@@ -76,13 +75,11 @@ def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
         for k in ("deep_from_transfer", "deep_from_scratch"):
             row[k]["first_reaching_level"] = first_reaching(row[k]["best_so_far"], level)
             row[k]["mean_reward"] = float(np.mean(row[k]["rewards"]))
-        out["seeds"][str(seed)] = row
         print(seed, {k: {kk: row[k][kk] for kk in ("first_reaching_level", "mean_reward", "wall_s")}
                      for k in ("deep_from_transfer", "deep_from_scratch")}, f"level {level:.3f}", flush=True)
         with B.locked() as doc:  # per seed, so several processes can share the seeds
-            name = "transfer" if policy_lr == 0.003 else f"transfer_plr{policy_lr}"
-            stored = doc.setdefault(name, out)
-            stored.update({k: v for k, v in out.items() if k != "seeds"}, policy_lr=policy_lr)
+            stored = doc.setdefault(name, {})
+            stored.update(out)
             stored.setdefault("seeds", {})[str(seed)] = row
 
 

@@ -96,24 +96,31 @@ def splits():
     return data.mnist1d(layout="channels", seed=0)
 
 
-def load_teacher(s) -> torch.nn.Module:
-    model = zoo.build("rescnn")
-    model.load_state_dict(torch.load(TEACHER))
+def load_teacher(s, path: Path = TEACHER, **kw) -> torch.nn.Module:
+    """The teacher ``train_teacher`` saved at ``path``; ``kw``: its ``zoo.build('rescnn')`` arguments."""
+    model = zoo.build("rescnn", **kw)
+    model.load_state_dict(torch.load(path))
     return model.eval()
 
 
-def prepare() -> None:
-    s = splits()
-    WORK.mkdir(parents=True, exist_ok=True)
+def train_teacher(s, path: Path | None = None, **kw) -> tuple[torch.nn.Module, dict]:
+    """``zoo.build('rescnn', **kw)`` trained with ``fit(epochs=8, seed=0)``, saved at ``path`` if given."""
     torch.manual_seed(0)
-    model = zoo.build("rescnn")
+    model = zoo.build("rescnn", **kw)
     t = time.perf_counter()
     fit(model, s.train, epochs=8, seed=0, progress=False)
     wall = time.perf_counter() - t
-    torch.save(model.state_dict(), TEACHER)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
     info = {"params": count_params(model), "macs": count_macs(model, s.example_input),
             "test_accuracy": evaluate(model, s.test)["accuracy"], "val_accuracy": evaluate(model, s.val)["accuracy"],
             "train_wall_s": wall}
+    return model.eval(), info
+
+
+def prepare() -> None:
+    _, info = train_teacher(splits(), TEACHER)
     with locked() as doc:
         doc["teacher"] = info
     print("teacher", info, flush=True)
