@@ -176,24 +176,31 @@ class SLOController:
         # fast attack, the last 16 arrivals: a rate is trusted for as long as it was observed, up to `ahead`
         per_ms = kmean / (1e3 * self.workers)
         windows = []
-        for k in (len(arrivals), 16):
-            span = arrivals[-1] - arrivals[-k] if 1 < k <= len(arrivals) else 0.0
-            if span > 0:
-                windows.append(((k - 1) / span * per_ms, min(ahead, span * 1e3)))
+        if ahead > 0:
+            for k in (len(arrivals),) + ((16,) if len(arrivals) > 16 else ()):
+                rate, span = self._window(k)
+                if span > 0:
+                    windows.append((rate * per_ms, min(ahead, span * 1e3)))
         for i in reversed(self.candidates):
             if i > top or i == 0:
                 continue
             service = self._model(i, n)
-            growth = max([(service * busy - 1.0) * held for busy, held in windows] + [0.0])  # queue it builds
+            growth = 0.0  # the queue it builds
+            for busy, held in windows:
+                growth = max(growth, (service * busy - 1.0) * held)
             if wait + growth + service * kmean <= limit:
                 return i
         return 0
 
+    def _window(self, k: int) -> tuple[float, float]:
+        """(arrivals per second, span in seconds) over the last ``k`` arrivals; (0, 0) below two."""
+        a = self._arrivals
+        span = a[-1] - a[-k] if 1 < k <= len(a) else 0.0
+        return ((k - 1) / span if span > 0 else 0.0), span
+
     def _rate(self) -> float:
         """Arrivals per second over the rate window."""
-        a = self._arrivals
-        span = a[-1] - a[0] if len(a) > 1 else 0.0
-        return (len(a) - 1) / span if span > 0 else 0.0
+        return self._window(len(self._arrivals))[0]
 
     def admit(self, i: int, n: int) -> tuple[float, float]:
         """Count a request on variant ``i`` into the backlog; pass the returned token to :meth:`done`."""

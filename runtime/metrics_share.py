@@ -30,7 +30,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
-        return True
+        pass
     return True
 
 
@@ -48,7 +48,10 @@ class SharedMetrics:
         self.metrics = metrics
         self.period = period
         self.pid = os.getpid()
-        self._path = self.dir / f"{self.pid}.json"
+
+    @property
+    def _path(self) -> Path:
+        return self.dir / f"{self.pid}.json"
 
     # -- this process ------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -79,8 +82,11 @@ class SharedMetrics:
 
     # -- every process -----------------------------------------------------------------------------------
     def _snapshots(self) -> dict[int, dict]:
+        """Every other process's last snapshot, by pid."""
         snaps = {}
         for p in self.dir.glob("*.json"):
+            if p == self._path:
+                continue
             try:
                 snaps[int(p.stem)] = json.loads(p.read_text())
             except (ValueError, OSError):  # a name that is not ours, or a file replaced under us
@@ -92,7 +98,7 @@ class SharedMetrics:
         own = self.snapshot()
         self.write(own)
         snaps = self._snapshots()
-        snaps[self.pid] = own  # no need to read back the file just written
+        snaps[self.pid] = own  # its file, just written, is not read back
         live = {pid for pid in snaps if pid == self.pid or _alive(pid)}
         merged = Registry()
         for f in self.metrics.registry.families:

@@ -206,7 +206,7 @@ def test_shared_metrics_merge_processes_and_keep_exited_ones_counts(tmp_path):
             m.infer(k % 2, 1, 0.001, 0.002)
         m.in_flight = 1
         share = SharedMetrics(tmp_path, m)
-        share.pid, share._path = pid, tmp_path / f"{pid}.json"
+        share.pid = pid  # pretend to be that worker
         return share
 
     me = worker(os.getpid(), 3, 1.0)
