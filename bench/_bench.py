@@ -8,14 +8,13 @@ against ``Engine.run`` is the engine's own overhead, not a different session con
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from slimkit.runtime.backends import session_options
-from slimkit.runtime.manifest import read_manifest, resolve_file
+from slimkit.runtime.manifest import atomic_write_text, read_manifest, resolve_file
 
 __all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label", "atomic_write"]
 
@@ -54,9 +53,5 @@ def threads_label(threads: int | None) -> str:
 def atomic_write(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder: a reader (or a run stopped
     half-way) never sees half a results file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)

@@ -159,17 +159,24 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
     root = Path(bundle_dir)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
     Manifest.from_dict(json.loads(text), where="manifest to write")  # never write what we cannot read
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=root)
+    return atomic_write_text(root / MANIFEST_NAME, text)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a synced temporary file in the same folder, then ``os.replace``:
+    a reader, or a process stopped half-way, never sees half a file, and a failed write leaves none."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, root / MANIFEST_NAME)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return root / MANIFEST_NAME
+    return path
 
 
 def update_latency(bundle_dir: str | os.PathLike, key: str,
