@@ -25,10 +25,10 @@ import n2n as B  # noqa: E402
 from slimkit.compress import count_params  # noqa: E402
 
 KW = {"channels": (24, 48), "depths": (4, 4)}
-BUDGET, ITERATIONS = 1 / 30, 24
+BUDGET, ITERATIONS = 1 / 30, B.LONG
 PATH = B.WORK / "teacher_deep.pt"
-RUN = {"n2n": lambda *a: B.run_n2n(*a, iterations=ITERATIONS, policy_lr=0.01),
-       "random": lambda *a: B.run_random(*a, iterations=ITERATIONS), "uniform": B.run_uniform}
+# the benchmark's long-search settings (n2n_long / random_long), on this teacher
+RUN = {"n2n": B.RUNNERS["n2n_long"], "random": B.RUNNERS["random_long"], "uniform": B.RUNNERS["uniform"]}
 
 
 def prepare() -> None:

@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-from n2n import load_model, load_teacher, locked, splits
+from _bench import raw_session
+
+from slimkit.export import to_onnx
 
 
-def latency(rounds: int = 5, runs: int = 100) -> None:
-    import tempfile
-
-    import onnxruntime as ort
-
-    from slimkit.export import to_onnx
-
-    s = splits()
-    teacher = load_teacher(s)
-    with locked() as doc:
+def latency(B: ModuleType, rounds: int = 5, runs: int = 100) -> None:
+    """``B``: the ``bench/n2n.py`` module that is running (its splits, teacher, models and results file)."""
+    s = B.splits()
+    teacher = B.load_teacher(s)
+    with B.locked() as doc:
         todo = [k for k, c in doc["cells"].items() if "error" not in c and "latency" not in c]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     tmp = Path(tempfile.mkdtemp(prefix="n2nlat"))
 
-    def session(model, name):
-        path = to_onnx(model.eval(), s.example_input, tmp / f"{name}.onnx")
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    def session(model, name):  # 1 intra-op thread, sequential: the engine backend's options
+        return raw_session(to_onnx(model.eval(), s.example_input, tmp / f"{name}.onnx"), 1)
 
     t_sess = session(teacher, "teacher")
     inputs = {b: np.random.default_rng(0).standard_normal((b, 1, 40)).astype(np.float32) for b in (1, 64)}
@@ -43,9 +37,9 @@ def latency(rounds: int = 5, runs: int = 100) -> None:
 
     for k in todo:
         try:
-            sess = session(load_model(k), k.replace("|", "_"))
+            sess = session(B.load_model(k), k.replace("|", "_"))
         except Exception as e:
-            with locked() as doc:
+            with B.locked() as doc:
                 doc["cells"][k]["latency"] = {"error": f"{type(e).__name__}: {e}"}
             continue
         res = {}
@@ -58,6 +52,6 @@ def latency(rounds: int = 5, runs: int = 100) -> None:
             res[f"b{b}_ms"] = float(np.median(st))
             res[f"b{b}_teacher_ms"] = float(np.median(tt))
             res[f"b{b}_speedup"] = float(np.median(tt) / np.median(st))
-        with locked() as doc:
+        with B.locked() as doc:
             doc["cells"][k]["latency"] = res
         print(k, res, flush=True)

@@ -21,6 +21,8 @@ N = sys.modules["slimkit.compress.n2n"]  # the module (slimkit.compress.n2n the 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import n2n as B  # noqa: E402
 
+OLD_LR = B.N2N_KW["policy_lr"]  # 0.003, the library default until 2026-11-27
+
 TRACE: list[float] = []
 _orig = N._Search.score
 
@@ -34,7 +36,7 @@ def _score(self, arch):
 N._Search.score = _score
 
 
-def search(teacher, s, iterations=8, seed=0, policy_lr=0.003, **kw):
+def search(teacher, s, iterations=8, seed=0, policy_lr=OLD_LR, **kw):
     TRACE.clear()
     t = time.perf_counter()
     n2n(teacher, train=s.train, val=s.val, budget={"params": 0.05}, iterations=iterations, rollouts=5, epochs=1,
@@ -51,7 +53,7 @@ def first_reaching(best_so_far: list[float], level: float) -> int | None:
     return next((i + 1 for i, b in enumerate(best_so_far) if b >= level - 1e-12), None)
 
 
-def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
+def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=OLD_LR):
     """For each seed: train policies on the shallow teacher for ``shallow_iterations`` per stage, then run the
     same 8-iteration search on the deep teacher from those policies and from fresh ones (same seed, so the
     same data order and the same anchor), and compare when each first reaches the from-scratch search's
@@ -63,7 +65,7 @@ def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
     out = {"shallow_teacher_test_accuracy": info["test_accuracy"], "budget": 0.05,
            "settings": f"shallow search {shallow_iterations} iterations x 5 rollouts per stage; deep searches "
                        "8 iterations x 5 rollouts per stage; epochs 1; params budget 0.05", "policy_lr": policy_lr}
-    name = "transfer" if policy_lr == 0.003 else f"transfer_plr{policy_lr}"
+    name = "transfer" if policy_lr == OLD_LR else f"transfer_plr{policy_lr}"
     for seed in seeds:
         ck = Path(tempfile.mkdtemp(prefix="n2n-shallow"))
         row = {"shallow_search": search(shallow, s, iterations=shallow_iterations, seed=seed, checkpoint=ck,
@@ -85,5 +87,5 @@ def main(seeds=(0, 1, 2), shallow_iterations=40, policy_lr=0.003):
 
 if __name__ == "__main__":
     # _n2n_transfer.py [policy_lr [seed ...]]
-    lr = float(sys.argv[1]) if len(sys.argv) > 1 else 0.003
+    lr = float(sys.argv[1]) if len(sys.argv) > 1 else OLD_LR
     main(seeds=tuple(int(a) for a in sys.argv[2:]) or (0, 1, 2), policy_lr=lr)

@@ -412,7 +412,7 @@ if __name__ == "__main__":
     elif cmd == "latency":
         from _n2n_latency import latency
 
-        latency()
+        latency(sys.modules[__name__])
     elif cmd == "report":
         from _n2n_report import report
 
