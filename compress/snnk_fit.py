@@ -144,13 +144,22 @@ def solve_ridge(block: SNNKBlock, fit_stats: Stats, hold: Stats, ridge: float | 
     else:
         alpha = 1e-4 if ridge == "auto" else float(ridge)
         scores = {}
-    total = fit_stats + hold if hold.n else fit_stats
+    total = _combined(fit_stats, hold)
     theta_t, c = _solve(total, alpha * float(total.centred()[0].diagonal().clamp_min(0).mean() or 1.0))
     block.theta.copy_(theta_t.T.float().to(block.theta.device))
     block.bias.copy_(c.float().to(block.bias.device))
     var = total.yy / max(total.n * block.out_features, 1) - float((total.y / max(total.n, 1)).pow(2).mean())
     return {"ridge_alpha": alpha, "train_mse": total.sse(theta_t, c) / max(total.n * block.out_features, 1),
             "holdout_mse": scores.get(alpha, float("nan")), "target_var": var}
+
+
+def _combined(fit_stats: Stats, hold: Stats) -> Stats:
+    """The statistics of all calibration samples: the fit part plus the held-out part, if any."""
+    return fit_stats + hold if hold.n else fit_stats
+
+
+# candidates for feature selection are drawn with the layer's seed plus this (tests regenerate them)
+POOL_SEED_OFFSET = 7919
 
 
 @torch.no_grad()
@@ -165,7 +174,7 @@ def select_features(student: nn.Module, teacher: nn.Module, blk: Block, block: S
     candidate draw. ``block.theta`` is left for the caller to refit.
     """
     last = block.features[-1]
-    cand = RandomFeatures(last.in_features, pool * last.m, kind=last.kind, seed=last.seed + 7919,
+    cand = RandomFeatures(last.in_features, pool * last.m, kind=last.kind, seed=last.seed + POOL_SEED_OFFSET,
                           orthogonal=last.orthogonal).to(last.proj.device)
     cand.scale.copy_(last.scale)
     wide = copy.deepcopy(block)
@@ -173,7 +182,7 @@ def select_features(student: nn.Module, teacher: nn.Module, blk: Block, block: S
     wide.theta = nn.Parameter(block.theta.new_zeros(block.out_features, cand.m))
     fit_stats, hold = collect_stats(student, teacher, blk, wide, inputs)
     solve_ridge(wide, fit_stats, hold, ridge)
-    total = fit_stats + hold if hold.n else fit_stats
+    total = _combined(fit_stats, hold)
     std = (total.centred()[0].diagonal().clamp_min(0) / max(total.n, 1)).sqrt()
     score = (wide.theta.double().norm(dim=0).cpu() * std) ** 2
     rows = cand.proj.shape[0]

@@ -25,7 +25,8 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError
 
-from .sparse_rnn_masks import GATES, rnn_modules
+from .cost import RNN_GATES
+from .sparse_rnn_masks import rnn_modules
 
 __all__ = ["GRAPHS", "make_graph", "graph_properties", "graph_masks"]
 
@@ -92,7 +93,7 @@ def graph_masks(model: nn.Module, kind: str, sparsity: float, *, kinds: tuple[st
     masks, records = {}, []
     k = 0
     for mname, m in rnn_modules(model).items():
-        h, gates, dirs = m.hidden_size, GATES[m.mode], 2 if m.bidirectional else 1
+        h, gates, dirs = m.hidden_size, RNN_GATES[m.mode], 2 if m.bidirectional else 1
         pre = f"{mname}." if mname else ""
         for layer in range(m.num_layers):
             for d in range(dirs):

@@ -22,7 +22,7 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
-from .cost import RNN_GATES as GATES
+from .cost import RNN_GATES
 
 __all__ = ["RecurrentWeight", "recurrent_weights", "rnn_modules", "Masks", "magnitude_masks", "unit_masks",
            "cubic_schedule", "sparsity_of", "size_metrics"]
@@ -59,8 +59,8 @@ def rnn_modules(model: nn.Module) -> dict[str, nn.RNNBase]:
             f"{type(model).__name__} has no nn.RNN, nn.GRU or nn.LSTM{extra}; sparse_rnn prunes the weights "
             "of those modules (for conv/linear models use compress.sortednet or compress.n2n)")
     for n, m in found.items():
-        if m.mode not in GATES:
-            raise UnsupportedModelError(f"{n or type(m).__name__} has mode {m.mode!r}; supported: {sorted(GATES)}")
+        if m.mode not in RNN_GATES:
+            raise UnsupportedModelError(f"{n or type(m).__name__} has mode {m.mode!r}; supported: {sorted(RNN_GATES)}")
     return found
 
 
@@ -74,7 +74,7 @@ def recurrent_weights(model: nn.Module, kinds: tuple[str, ...] = ("ih", "hh")) -
                 for kind in ("ih", "hh", "hr"):
                     if not hasattr(m, f"weight_{kind}{sfx}") or (kind if kind != "hr" else "hh") not in kinds:
                         continue
-                    gates = 1 if kind == "hr" else GATES[m.mode]
+                    gates = 1 if kind == "hr" else RNN_GATES[m.mode]
                     out.append(RecurrentWeight(mname, f"weight_{kind}{sfx}", kind, layer, d, gates))
     return out
 
@@ -152,8 +152,9 @@ def magnitude_masks(model: nn.Module, weights: list[RecurrentWeight], sparsity: 
     return masks
 
 
-def unit_rows(gates: int, hidden: int, units: torch.Tensor) -> torch.Tensor:
-    """Rows of a recurrent weight (gate blocks stacked) that belong to hidden ``units``, in every gate."""
+def unit_rows(gates: int, hidden: int, units) -> torch.Tensor:
+    """Rows of a recurrent weight (gate blocks stacked) that belong to hidden ``units`` (indices), in every gate."""
+    units = torch.as_tensor(units, dtype=torch.long)
     return torch.cat([g * hidden + units for g in range(gates)])
 
 
@@ -177,7 +178,7 @@ def unit_masks(model: nn.Module, fraction: float, current: dict[str, torch.Tenso
         if m.proj_size:
             raise UnsupportedModelError(f"{mname or 'the model'} is an LSTM with proj_size={m.proj_size}; "
                                         "structured unit removal needs proj_size=0 (unstructured works)")
-        h, g, dirs = m.hidden_size, GATES[m.mode], 2 if m.bidirectional else 1
+        h, g, dirs = m.hidden_size, RNN_GATES[m.mode], 2 if m.bidirectional else 1
         n_keep = max(1, h - int(round(fraction * h)))
         pre = f"{mname}." if mname else ""
         sfx = [f"_l{k}" + ("_reverse" if d else "") for k in range(m.num_layers) for d in range(dirs)]

@@ -21,8 +21,9 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
+from .cost import RNN_GATES
 from .modules import hooks, replace_submodule
-from .sparse_rnn_masks import GATES, rnn_modules, unit_rows
+from .sparse_rnn_masks import rnn_modules, unit_rows
 
 __all__ = ["find_consumers", "shrink_units"]
 
@@ -69,7 +70,7 @@ def find_consumers(model: nn.Module, kept: dict[str, list[list[int]]], x: torch.
             removed = sorted(set(range(m.hidden_size)) - set(units))
             if not removed:
                 continue
-            rows = unit_rows(GATES[m.mode], m.hidden_size, torch.tensor(removed, dtype=torch.long))
+            rows = unit_rows(RNN_GATES[m.mode], m.hidden_size, removed)
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 p = params.get(f"{pre}{kind}{sfx}")
                 if p is not None:  # small random weights plus a positive bias: h != 0 for any input
@@ -132,7 +133,7 @@ def shrink_units(model: nn.Module, kept: dict[str, list[list[int]]], consumers: 
             for i, u in enumerate(units):
                 layer, d = divmod(i, dirs)
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                rows = unit_rows(GATES[m.mode], m.hidden_size, torch.tensor(u, dtype=torch.long))
+                rows = unit_rows(RNN_GATES[m.mode], m.hidden_size, u)
                 if layer == 0:
                     cols = torch.tensor(in_cols, dtype=torch.long)
                 else:

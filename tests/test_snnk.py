@@ -15,6 +15,7 @@ from slimkit.compress.family import Family
 from slimkit.compress.snnk import snnk
 from slimkit.compress.snnk_blocks import SNNKBlock, find_blocks, init_from_weights
 from slimkit.compress.snnk_features import RandomFeatures, arccos_kernel
+from slimkit.compress.snnk_fit import POOL_SEED_OFFSET
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 # -- estimators ---------------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def test_pool_keeps_the_candidate_features_that_fit_best(mlp_teacher, mnist_smal
         assert cf[1]["selected"] is None and len(kept) == m and kept == sorted(set(kept)) and max(kept) < 4 * m
         # the kept rows are rows of the seeded candidate draw: regenerable from the seed and the indices
         phi = fams[4][f"m{m}"].model.get_submodule("body.2").features[0]
-        cand = RandomFeatures(phi.in_features, 4 * m, kind="relu", seed=phi.seed + 7919)
+        cand = RandomFeatures(phi.in_features, 4 * m, kind="relu", seed=phi.seed + POOL_SEED_OFFSET)
         assert torch.equal(phi.proj, cand.proj[kept])
     # closed form defaults to pool=2; distillation from the weights keeps the first draw
     assert snnk(mlp_teacher, train=mnist_small.train, features=8, mode="closed_form", progress=False
