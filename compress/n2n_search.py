@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slimkit.policies import INVALID_REWARD, LAYER_TYPES, normalize_table, reward
+from slimkit.policies.reinforce import DEFAULT_LR
 from slimkit.runtime.errors import ConfigError
 
 from . import graph
@@ -45,9 +46,7 @@ class N2NConfig:
     fill: bool = True  # after projection, widen the sampled shape to exact channel counts that use up the budget
     rerank: int = 0  # >0: final-train the this many best students by search reward, return their Pareto set
     lr: float = 3e-3
-    # Adam steps move the policy by about lr per update: at 3e-3, 8 updates left p(keep) at 0.50 on a clear
-    # synthetic signal, i.e. the search sampled exactly like random search (bench/_n2n_policy_move.py)
-    policy_lr: float = 1e-2
+    policy_lr: float = DEFAULT_LR  # why this value: slimkit.policies.reinforce
     seed: int = 0
     version: int = 1
 
