@@ -76,6 +76,13 @@ QUICK = {
 }
 
 
+# method -> (snnk mode, fine-tuning epochs (None: the part's cfg["epochs"]), extra options);
+# -p1: without feature selection
+SNNK_RUNS = {"snnk-cf": ("closed_form", 0, {}), "snnk-cf-p1": ("closed_form", 0, {"pool": 1}),
+             "snnk-distill": ("distill", None, {}), "snnk-cf+kd": ("closed_form", None, {}),
+             "snnk-cf+kd-p1": ("closed_form", None, {"pool": 1})}
+
+
 def log(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
 
@@ -112,12 +119,18 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
         f"({original:,} params)")
     rows, models = [], {"teacher": model}
     common = {"lr": cfg["lr"], "weight_decay": 1e-4}
-    cf_family = None
+
+    def kd(student: torch.nn.Module, seed: int) -> dict:
+        """The same fine-tuning for every non-SNNK row: ``cfg['epochs']`` of distillation from the teacher."""
+        t0 = time.perf_counter()
+        fit(student, splits.train, epochs=cfg["epochs"], teacher=model, progress=False, seed=seed, **common)
+        return {"fit_seconds": time.perf_counter() - t0, "params": count_params(student),
+                "test_accuracy": evaluate(student, splits.test)["accuracy"],
+                "val_accuracy": evaluate(student, splits.val)["accuracy"]}
+
     for seed in cfg.get("seeds", seeds):
-        for method in ("snnk-cf", "snnk-cf-p1", "snnk-distill", "snnk-cf+kd", "snnk-cf+kd-p1"):
-            mode = "distill" if method == "snnk-distill" else "closed_form"
-            epochs = 0 if method.startswith("snnk-cf") and "+kd" not in method else cfg["epochs"]
-            pool = {"pool": 1} if method.endswith("-p1") else {}  # -p1: without feature selection
+        for method, (mode, epochs, pool) in SNNK_RUNS.items():
+            epochs = cfg["epochs"] if epochs is None else epochs
             t0 = time.perf_counter()
             fam = snnk(model, train=splits.train, features=cfg["features"], mode=mode, epochs=epochs,
                        progress=False, seed=seed, **pool, **common)
@@ -134,26 +147,18 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
                     models[f"snnk m{v.config['m']}"] = v.model
                 log(f"[{part}] {method} m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f} "
                     f"block params {cost['block_params']:,} fit {rows[-1]['fit_seconds']:.2f}s")
-            cf_family = fam if method == "snnk-cf" else cf_family
+            if method == "snnk-cf":
+                cf_family = fam
         if cfg.get("diagnostic"):  # NOT SNNK: the same student with its random projection trained too
             for v in cf_family:
                 student = learned_projection(v.model)
-                t0 = time.perf_counter()
-                fit(student, splits.train, epochs=cfg["epochs"], teacher=model, progress=False, seed=seed, **common)
                 rows.append({"method": "diag-learned-proj", "m": v.config["m"], "seed": seed,
                              **snnk_block_cost(student, blocks, x), "block_projection_floats": 0,
-                             "params": count_params(student), "fit_seconds": time.perf_counter() - t0,
-                             "test_accuracy": evaluate(student, splits.test)["accuracy"],
-                             "val_accuracy": evaluate(student, splits.val)["accuracy"]})
+                             **kd(student, seed)})
                 log(f"[{part}] diag-learned-proj m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f}")
         # the reference for "the same fine-tuning": the dense model itself, distilled with the same recipe
-        dense = copy.deepcopy(model)
-        t0 = time.perf_counter()
-        fit(dense, splits.train, epochs=cfg["epochs"], teacher=model, progress=False, seed=seed, **common)
-        rows.append({"method": "dense-kd", "m": 0, "seed": seed, "rank": None, "fit_seconds": time.perf_counter() - t0,
-                     "block_params": original, "block_projection_floats": 0, "params": info["params"],
-                     "macs": info["macs"], "test_accuracy": evaluate(dense, splits.test)["accuracy"],
-                     "val_accuracy": evaluate(dense, splits.val)["accuracy"]})
+        rows.append({"method": "dense-kd", "m": 0, "seed": seed, "rank": None, "block_params": original,
+                     "block_projection_floats": 0, "macs": info["macs"], **kd(copy.deepcopy(model), seed)})
         log(f"[{part}] dense-kd seed={seed}: acc {rows[-1]['test_accuracy']:.4f}")
         for m in cfg["features"]:
             ref = next(r for r in rows if r["method"] == "snnk-cf" and r["m"] == m and r["seed"] == seed)
@@ -167,13 +172,9 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
                     log(f"[{part}] {method} m={m}: no rank fits")
                     continue
                 student = low_rank(model, blocks, rank)
-                t0 = time.perf_counter()
-                fit(student, splits.train, epochs=cfg["epochs"], teacher=model, progress=False, seed=seed, **common)
-                row.update(feasible=True, fit_seconds=time.perf_counter() - t0,
+                row.update(feasible=True, **kd(student, seed),
                            block_params=lowrank_block_params(model, blocks, rank), block_projection_floats=0,
-                           params=count_params(student), macs=count_macs(student, x),
-                           test_accuracy=evaluate(student, splits.test)["accuracy"],
-                           val_accuracy=evaluate(student, splits.val)["accuracy"])
+                           macs=count_macs(student, x))
                 rows.append(row)
                 if seed == seeds[0]:
                     models[f"{method} m{m}"] = student
