@@ -1,5 +1,13 @@
 """``bundle``: write a Family as a deployable bundle (``manifest.json`` + one ONNX file per variant).
 
+When variants share tensors (a nested family: SortedNet widths, boosting stages), each shared tensor is
+stored once, in ``weights.bin``, and every variant's graph reads its ranges (see
+:mod:`slimkit.export.sharing`); a family whose variants share nothing is written as before, one
+self-contained file per variant. The variants of a family of several are exported with their
+BatchNorm kept apart from the convolution (onnxruntime folds it at load, so the graph that runs is
+the same) so that widths with their own BatchNorm statistics still share their convolution weights;
+if nothing turns out shared, they are exported again as usual.
+
 Optional extras in the same atomic write: an INT8 twin of every variant (``quantize="int8"``, see
 :mod:`slimkit.export.quantize`; twins are named ``"<variant>-int8"`` and served with
 ``runtime.load(dir, precision="int8")``), and ``torch.export`` programs for the torch backend
@@ -30,13 +38,17 @@ from slimkit.runtime.manifest import (
     Manifest,
     TensorSpec,
     VariantEntry,
+    WeightsEntry,
     check_variant_name,
     read_manifest,
+    replace_directory,
     sha256_file,
     write_manifest,
 )
 
-from .onnx import _dynamic_dims, onnx_specs, to_onnx
+from .onnx import dynamic_dims as _dims
+from .onnx import onnx_specs, to_onnx
+from .sharing import WEIGHTS_FILE, find_shared, share_bundle
 
 __all__ = ["bundle", "QUANTIZE"]
 
@@ -50,6 +62,9 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
            eval_data: Any = None, torch_export: bool = False,
            latency_batches: tuple[int, ...] = (1, 32)) -> Path:
     """Export every variant of ``family`` to ``<path>/<variant>.onnx`` and write the manifest.
+
+    Tensors that variants share are written once, to ``<path>/weights.bin``, which the graphs read
+    (module docs); ``runtime.load(path, share_weights=True)`` then also holds them once in memory.
 
     Args:
         family: a :class:`slimkit.compress.Family`.
@@ -116,9 +131,9 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         entries, specs = [], None
+        _export_variants(family, example_input, tmp, dynamic_dims, opset)
         for v in family.variants:
             file = tmp / f"{v.name}.onnx"
-            to_onnx(v.model, example_input, file, dynamic_dims=dynamic_dims, opset=opset)
             io = onnx_specs(onnx.load(str(file), load_external_data=False))
             if specs is None:
                 specs = io
@@ -138,21 +153,55 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         twins = []
         for e in entries if quantize else []:
             twins.append(_int8_twin(tmp, e, calibration, eval_data, str(family.task)))
+        weights = _share(tmp, entries + twins, example_input) if len(entries) > 1 else None
         inputs, outputs = specs
         for spec in inputs:  # the example's concrete shape lets the runtime time latency later
             spec["example_shape"] = [int(s) for s in example_input.shape]
         manifest = Manifest(
             inputs=[_spec(s) for s in inputs], outputs=[_spec(s) for s in outputs], variants=entries,
-            task=str(family.task), method=str(family.method), source=_jsonable(family.source), twins=twins)
+            task=str(family.task), method=str(family.method), source=_jsonable(family.source), twins=twins,
+            weights=weights)
         write_manifest(tmp, manifest)
         if quantize and latency_batches:
             _time_precisions(tmp, tuple(latency_batches))
         read_manifest(tmp)  # what we hand over must load
-        _move_into_place(tmp, target)
+        replace_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _export_variants(family: Any, example: torch.Tensor, root: Path, dynamic_dims: Any, opset: int | None) -> None:
+    """Each variant to ``<root>/<name>.onnx``; BatchNorm kept apart when that lets variants share."""
+    several = len(family.variants) > 1
+    for v in family.variants:
+        to_onnx(v.model, example, root / f"{v.name}.onnx", dynamic_dims=dynamic_dims, opset=opset,
+                fold_batchnorm=not several)
+    if not several:
+        return
+    models = {v.name: onnx.load(str(root / f"{v.name}.onnx")) for v in family.variants}
+    kept = [n for n, m in models.items() if any(node.op_type == "BatchNormalization" for node in m.graph.node)]
+    if kept and not find_shared(models):  # nothing to share: the files as a plain export writes them
+        for v in family.variants:
+            if v.name in kept:
+                to_onnx(v.model, example, root / f"{v.name}.onnx", dynamic_dims=dynamic_dims, opset=opset)
+
+
+def _share(root: Path, entries: list[VariantEntry], example: torch.Tensor) -> WeightsEntry | None:
+    """Store the tensors the entries' graphs share once; update their file records in place."""
+    shared = share_bundle(root, [e.name for e in entries], example.detach().cpu().numpy())
+    if shared is None:
+        return None
+    weights, split_files = shared
+    for e in entries:
+        if e.name in split_files:
+            onnx_file, split = e.files["onnx"].path, split_files[e.name]
+            e.files["onnx"] = FileEntry(onnx_file, sha256_file(root / onnx_file))
+            if split is not None:
+                e.files["onnx_shared"] = FileEntry(split, sha256_file(root / split))
+            e.files["weights"] = FileEntry(WEIGHTS_FILE, weights.sha256)
+    return weights
 
 
 def _int8_twin(root: Path, entry: VariantEntry, calibration: Any, eval_data: Any, task: str) -> VariantEntry:
@@ -209,7 +258,7 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
 def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
                   dynamic_dims: Mapping[int, str | None] | None) -> Path:
     """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
-    dims = _dynamic_dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
+    dims = _dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
     # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
     x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
     shapes = {a: torch.export.Dim.DYNAMIC for a in dims}
@@ -252,18 +301,3 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "item") and callable(x.item):
         return x.item()
     return x
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

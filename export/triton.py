@@ -13,6 +13,11 @@ instance group, and carries the variant's cost and metrics as ``parameters`` (``
 ``slimkit.params``, ``slimkit.precision``, ``slimkit.metrics``) so a router in front of Triton can pick
 a model per request by budget, the way :class:`slimkit.runtime.Engine` does.
 
+A variant of a shared bundle (see :mod:`slimkit.export.sharing`) reads its shared tensors from the
+bundle's ``weights.bin``, so that file goes beside its ``model.onnx`` (a hard link where the filesystem
+allows, one copy on disk for all of them; otherwise a copy). Triton gives every model its own
+onnxruntime session, so each still holds its own copy in memory.
+
 The text is written here (no tritonclient import); the tests parse every file into Triton's own
 ``ModelConfig`` protobuf. Models are written into a temp dir and moved into ``repository`` one
 directory at a time; an existing model of the same name is refused unless ``overwrite=True``.
@@ -28,9 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slimkit.runtime.errors import ConfigError
-from slimkit.runtime.manifest import Manifest, TensorSpec, VariantEntry, read_manifest, resolve_file
-
-from .bundler import _move_into_place
+from slimkit.runtime.manifest import (
+    Manifest,
+    TensorSpec,
+    VariantEntry,
+    read_manifest,
+    replace_directory,
+    resolve_file,
+)
 
 __all__ = ["to_triton"]
 
@@ -111,7 +121,7 @@ def to_triton(bundle: str | os.PathLike, repository: str | os.PathLike, *, max_b
             raise ConfigError(f"{repo} already has models {taken}; pass overwrite=True to replace them "
                               "or prefix= to name these differently")
         for n in models:
-            _move_into_place(tmp / n, repo / n)
+            replace_directory(tmp / n, repo / n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo
@@ -134,6 +144,12 @@ def _onnx_model(tmp: Path, src: Path, m: Manifest, v: VariantEntry, prefix: str,
     name = prefix + v.name
     (tmp / name / "1").mkdir(parents=True)
     shutil.copyfile(resolve_file(src, v.files["onnx"].path), tmp / name / "1" / "model.onnx")
+    if "weights" in v.files:  # the graph reads its shared tensors from this file, beside it
+        weights, dst = resolve_file(src, v.files["weights"].path), tmp / name / "1" / v.files["weights"].path
+        try:
+            os.link(weights, dst)  # one copy on disk for every model of the repository
+        except OSError:
+            shutil.copyfile(weights, dst)
     extra = {"intra_op_thread_count": str(threads)} if threads else {}
     _write_config(tmp / name, name, "onnxruntime_onnx", m, v, mbs, instances,
                   "KIND_CPU" if kind == "auto" else kind, preferred, delay, extra, {})

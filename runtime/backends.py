@@ -16,6 +16,9 @@ A backend is deliberately small so that a TensorRT backend can sit beside the ON
   library is absent; called by :func:`get_backend`, so the error comes before any file is opened.
 * ``pick_file(variant)`` (optional classmethod): the :class:`FileEntry` to load, with an error that
   says what exists when this machine's file is missing (TensorRT plans are keyed by version and GPU).
+* ``open_shared(bundle_dir, manifest, **options)`` (optional classmethod): one backend per variant, all
+  reading one copy of the weights (``runtime.load(dir, share_weights=True)``); backends without it
+  refuse that mode.
 
 Backends: ``"onnxruntime"`` (here), ``"torch"`` (:mod:`.backends_torch`, ``torch.export`` programs on
 CPU or CUDA, for GPUs without TensorRT) and ``"tensorrt"`` (:mod:`.backends_tensorrt`). The last two
@@ -27,7 +30,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -49,6 +53,10 @@ _DEVICES = {
 }
 
 Provider = str | tuple[str, dict[str, Any]]
+
+# onnxruntime graph optimisations that compute a new tensor from initializers (in_place turns them off)
+_COPYING_OPTIMIZERS = ("ConstantFolding", "ConvBNFusion", "ConvAddFusion", "ConvMulFusion", "MatMulScaleFusion",
+                       "NchwcTransformer")
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
@@ -106,6 +114,11 @@ class OnnxRuntimeBackend:
             (ONNX Runtime would silently fall back to CPU).
         spin: let idle intra-op workers spin (ONNX Runtime's default). Off by default, because the
             sessions of a bundle's variants would otherwise compete for the cores.
+        initializers: arrays the session uses in place of the file's initializers of those names (no
+            copy; names the graph lacks are ignored). :meth:`open_shared` passes views of one buffer.
+        in_place: keep every initializer as it is: no pre-packing, and none of the graph optimisations
+            that compute new tensors from them (constant folding, folding BatchNorm or a scale into a
+            convolution), so that ``initializers`` stay the only copy. Slower; for ``open_shared``.
 
     Example:
         >>> be = OnnxRuntimeBackend("out/bundle/w1.00.onnx", threads=1)  # doctest: +SKIP
@@ -118,7 +131,8 @@ class OnnxRuntimeBackend:
     checks_inputs: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
-                 providers: Sequence[Provider] | str | None = None, spin: bool = False):
+                 providers: Sequence[Provider] | str | None = None, spin: bool = False,
+                 initializers: Mapping[str, np.ndarray] | None = None, in_place: bool = False):
         import onnxruntime as ort
 
         if providers is None:
@@ -140,8 +154,16 @@ class OnnxRuntimeBackend:
             raise ConfigError(f"threads must be a positive int or None, got {threads!r}")
 
         opts = session_options(threads, spin=spin)
+        extra: dict[str, Any] = {}
+        if in_place:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+            extra["disabled_optimizers"] = list(_COPYING_OPTIMIZERS)
+        # the session reads these arrays in place for as long as it lives, so it keeps a reference
+        self._pinned = [ort.OrtValue.ortvalue_from_numpy(a) for a in (initializers or {}).values()]
+        for name, value in zip(initializers or {}, self._pinned, strict=True):
+            opts.add_initializer(name, value)
         try:
-            sess = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
+            sess = ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers, **extra)
         except Exception as e:  # onnxruntime raises its own (non-slimkit) exception types
             raise BundleError(f"onnxruntime could not load {os.fspath(path)!r}: {e}") from e
         got = sess.get_providers()[0]
@@ -194,6 +216,31 @@ class OnnxRuntimeBackend:
     def __repr__(self) -> str:
         return f"OnnxRuntimeBackend({self.path!r}, provider={self.provider!r}, threads={self.threads})"
 
+    @classmethod
+    def open_shared(cls, bundle_dir: str | os.PathLike, manifest: Manifest, **options: Any) -> list[Backend]:
+        """One session per variant, all reading the bundle's weights file from one buffer in memory.
+
+        Each variant runs its ``"onnx_shared"`` graph, whose shared tensors are overridable initializers
+        given as views of that buffer: onnxruntime neither copies, folds nor pre-packs them, so the
+        weights are resident once (bench/SHARED_WEIGHTS_RESULTS.md measures the memory and the cost).
+        A variant without one runs its usual graph ``in_place`` (see the class).
+        A bundle without a weights file has nothing to share: it loads as usual, with a warning.
+        """
+        from .shared_weights import read_weights, tensor_views
+
+        if manifest.weights is None:
+            warnings.warn("this bundle stores no shared weights (its variants share no tensors, or it was "
+                          "exported before slimkit wrote them); loading one copy per variant", stacklevel=4)
+            return [cls(resolve_file(bundle_dir, _file_for(cls, v).path), **options) for v in manifest.variants]
+        views = tensor_views(read_weights(bundle_dir, manifest.weights), manifest.weights)
+        backends: list[Backend] = []
+        for v in manifest.variants:
+            split = v.files.get("onnx_shared")  # absent: no layer worth splitting, the usual graph in place
+            f = split or _file_for(cls, v)
+            backends.append(cls(resolve_file(bundle_dir, f.path), initializers=views,
+                                in_place="weights" in v.files and split is None, **options))
+        return backends
+
 
 BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}
 # imported on first use: each pulls a heavy optional library (torch, tensorrt) when constructed
@@ -224,19 +271,22 @@ def _file_for(cls: type, v: VariantEntry) -> FileEntry:
     return f
 
 
-def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: str = "onnxruntime",
-                  **options: Any) -> list[Backend]:
+def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: str = "onnxruntime", *,
+                  share_weights: bool = False, **options: Any) -> list[Backend]:
     """One loaded backend per variant of ``manifest`` (in its order), from the files in ``bundle_dir``.
 
     Args:
         bundle_dir: the bundle directory.
         manifest: its manifest, e.g. ``read_manifest(dir).with_precision("int8")``.
         backend: a name from :data:`BACKENDS` (``"onnxruntime"``, ``"torch"``, ``"tensorrt"``).
+        share_weights: every variant reads one copy of the weights in memory (the backend's
+            ``open_shared``); otherwise each variant loads its own.
         options: passed to the backend class (``threads=``, ``providers=``, ``device=`` ...).
 
     Raises:
         BundleError: a variant lacks the file this backend loads, or its input name disagrees.
-        ConfigError: unknown backend or an option it does not take.
+        ConfigError: unknown backend, an option it does not take, or ``share_weights`` on a backend
+            that cannot share.
     """
     cls = get_backend(backend)
     try:
@@ -244,9 +294,16 @@ def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: st
     except TypeError as e:
         raise ConfigError(f"the {backend} backend does not take these options {sorted(options)} ({e}); "
                           f"see help({cls.__name__})") from None
+    if share_weights:
+        opener = getattr(cls, "open_shared", None)
+        if opener is None:
+            raise ConfigError(f"the {backend} backend cannot serve every variant from one copy of the weights "
+                              "(each engine holds its own); load without share_weights=True")
+        opened = opener(bundle_dir, manifest, **options)
+    else:
+        opened = [cls(resolve_file(bundle_dir, _file_for(cls, v).path), **options) for v in manifest.variants]
     backends = []
-    for v in manifest.variants:
-        be = cls(resolve_file(bundle_dir, _file_for(cls, v).path), **options)
+    for v, be in zip(manifest.variants, opened, strict=True):
         if getattr(be, "input_name", manifest.inputs[0].name) != manifest.inputs[0].name:
             raise BundleError(f"variant {v.name!r}: model input is named {be.input_name!r} but the manifest "
                               f"says {manifest.inputs[0].name!r}; re-export the bundle")

@@ -9,6 +9,12 @@ A ``.pt2`` file is a ``torch.export`` archive (graph as JSON, weights as tensors
 ``torch.export.load``; it is the artifact PyTorch itself recommends for deployment without Python
 model code (PyTorch docs, "torch.export").
 
+One copy of the weights (``runtime.load(dir, backend="torch", share_weights=True)``): the programs are
+loaded largest first, and every parameter or buffer of a smaller variant that equals a leading slice
+``W[:a, :b]`` of one already loaded is replaced by that view (found from the data, as the exporter
+finds them). BLAS reads such a sub-matrix in place through its leading dimension, so a linear layer
+multiplies by it with no copy; layers whose kernels need contiguous weights copy the view on each call.
+
 CUDA graphs (``cuda_graphs=True``, CUDA only): the first call at each batch size captures the
 program into a ``torch.cuda.CUDAGraph`` with static input/output buffers; later calls at that size copy
 the input in and replay, which removes the per-kernel launch cost that dominates small models. Up to
@@ -48,6 +54,7 @@ class TorchBackend:
         providers: must be ``None`` (execution providers are an onnxruntime notion).
         cuda_graphs: capture and replay CUDA graphs per batch size (CUDA only).
         max_graphs: at most this many captured batch sizes.
+        module: the program's module, already loaded from ``path`` (used by :meth:`open_shared`).
 
     Example:
         >>> eng = runtime.load("out/bundle", backend="torch")  # doctest: +SKIP
@@ -63,7 +70,7 @@ class TorchBackend:
         _torch()
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, threads: int | None = None,
-                 providers: Any = None, cuda_graphs: bool = False, max_graphs: int = 8):
+                 providers: Any = None, cuda_graphs: bool = False, max_graphs: int = 8, module: Any = None):
         torch = _torch()
         if providers is not None:
             raise ConfigError(f"providers={providers!r} applies to the onnxruntime backend; the torch backend "
@@ -85,12 +92,8 @@ class TorchBackend:
             raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if cuda_graphs and dev.type != "cuda":
             raise ConfigError("cuda_graphs=True needs device='cuda'")
-        try:
-            program = torch.export.load(os.fspath(path))
-        except Exception as e:  # torch raises many types for a bad archive
-            raise BundleError(f"torch.export.load could not read {os.fspath(path)!r}: {e}") from e
         self.path = os.fspath(path)
-        self.module = program.module().to(dev)
+        self.module = (module if module is not None else _load_program(path)).to(dev)
         self.device = "cuda" if dev.type == "cuda" else "cpu"
         self._dev = dev
         self._torch = torch
@@ -140,3 +143,66 @@ class TorchBackend:
     def __repr__(self) -> str:
         graphs = "" if self._graphs is None else f", cuda_graphs={len(self._graphs)} captured"
         return f"TorchBackend({self.path!r}, device={self.device!r}{graphs})"
+
+    @classmethod
+    def open_shared(cls, bundle_dir: str | os.PathLike, manifest: Any, **options: Any) -> list[TorchBackend]:
+        """One backend per variant; a smaller variant's tensors are views of a larger one's (see the
+        module docs). Programs load one at a time on the CPU, so at most one variant's own copy exists
+        besides the shared tensors; on CUDA the shared tensors then move to the device once."""
+        from .manifest import resolve_file
+        from .shared_weights import SliceIndex
+
+        torch = _torch()
+        index, roots, views, modules = SliceIndex(), {}, [], {}
+        for v in reversed(manifest.variants):  # largest first: its tensors become the roots
+            f = v.files.get(cls.file_kind)
+            if f is None:
+                raise BundleError(f"variant {v.name!r} has no {cls.file_kind!r} file (has {sorted(v.files)}); "
+                                  "re-export with export.bundle(..., torch_export=True)")
+            module = modules[v.name] = _load_program(resolve_file(bundle_dir, f.path))
+            tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+            for name, t in sorted(tensors, key=lambda kv: -kv[1].nbytes):
+                arr = _as_numpy(t)
+                key = index.find(arr) if arr is not None else None
+                if key is None:
+                    if arr is not None:
+                        index.add((v.name, name), arr)
+                        roots[v.name, name] = t.detach()
+                else:
+                    views.append((module, name, key, t))
+                    _set_tensor(module, name, roots[key][tuple(slice(0, s) for s in t.shape)])
+        device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.device(device).type != "cpu":  # move each shared tensor once, then point every user at it
+            moved = {k: t.to(device) for k, t in roots.items()}
+            for (variant, name), t in moved.items():
+                _set_tensor(modules[variant], name, t)
+            for module, name, key, t in views:
+                _set_tensor(module, name, moved[key][tuple(slice(0, s) for s in t.shape)])
+        return [cls(resolve_file(bundle_dir, v.files[cls.file_kind].path), module=modules[v.name], **options)
+                for v in manifest.variants]
+
+
+def _load_program(path: str | os.PathLike) -> Any:
+    torch = _torch()
+    try:
+        program = torch.export.load(os.fspath(path))
+    except Exception as e:  # torch raises many types for a bad archive
+        raise BundleError(f"torch.export.load could not read {os.fspath(path)!r}: {e}") from e
+    return program.module()
+
+
+def _as_numpy(t: Any) -> np.ndarray | None:
+    """A numpy view of a CPU tensor's data (None for types numpy lacks, e.g. bfloat16)."""
+    try:
+        return t.detach().numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
+def _set_tensor(module: Any, name: str, tensor: Any) -> None:
+    """Make ``module``'s parameter or buffer ``name`` the tensor ``tensor`` (a view is kept a view)."""
+    torch = _torch()
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    is_param = isinstance(getattr(owner, attr), torch.nn.Parameter)
+    setattr(owner, attr, torch.nn.Parameter(tensor, requires_grad=False) if is_param else tensor)

@@ -349,7 +349,8 @@ def _entry(engine: Engine, backend: Backend, name: str) -> tuple:
 
 
 def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: int | None = None,
-         providers: Sequence[Any] | str | None = None, *, precision: str = "fp32", **options: Any) -> Engine:
+         providers: Sequence[Any] | str | None = None, *, precision: str = "fp32",
+         share_weights: bool = False, **options: Any) -> Engine:
     """Load a bundle: verify its manifest and files, and open one backend session per variant.
 
     Args:
@@ -360,6 +361,11 @@ def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: i
         providers: ONNX Runtime execution providers (default ``["CPUExecutionProvider"]``).
         precision: ``"fp32"`` serves the variants; ``"int8"`` their INT8 twins (bundles made with
             ``quantize="int8"``). Budget selection picks among one precision only.
+        share_weights: hold one copy of the weights in memory for every variant (a nested family, e.g.
+            SortedNet widths, whose bundle stores its shared tensors once): onnxruntime sessions read
+            views of one buffer, the torch backend views of one state dict. It costs latency (the
+            layers read their weights in pieces, unpacked), so the default is a copy per variant,
+            the faster mode; bench/SHARED_WEIGHTS_RESULTS.md has the memory and the cost per backend.
         options: further backend options, e.g. ``device="cuda", cuda_graphs=True`` for ``"torch"``.
 
     Raises:
@@ -371,6 +377,9 @@ def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: i
         >>> eng = load("out/bundle", threads=1)  # doctest: +SKIP
         >>> eng.run(x, budget=0.5)
     """
+    if not isinstance(share_weights, bool):
+        raise ConfigError(f"share_weights must be True or False, got {share_weights!r}")
     manifest = read_manifest(bundle_dir).with_precision(precision)
-    backends = open_backends(bundle_dir, manifest, backend, threads=threads, providers=providers, **options)
+    backends = open_backends(bundle_dir, manifest, backend, share_weights=share_weights, threads=threads,
+                             providers=providers, **options)
     return Engine(manifest, backends, bundle_dir=bundle_dir, threads=threads)

@@ -1,6 +1,7 @@
 """The bundle schema: read, validate and write ``manifest.json`` (format ``slimkit-bundle``, version 1).
 
-A bundle is a directory with ``manifest.json`` and one artifact per variant::
+A bundle is a directory with ``manifest.json`` and one ONNX graph per variant; the tensors its variants
+share (a nested family: SortedNet widths, boosting stages) are stored once, in one weights file::
 
     {"format": "slimkit-bundle", "version": 1,
      "inputs":  [{"name": "input", "dtype": "float32", "shape": [null, 1, 40],
@@ -11,12 +12,27 @@ A bundle is a directory with ``manifest.json`` and one artifact per variant::
      "source": {"params": ..., "macs": ..., "metrics": {...}},
      "variants": [{"name": "w0.50", "params": 1234, "macs": 56789, "metrics": {"accuracy": 0.91},
                    "config": {...},
-                   "files": {"onnx": {"path": "w0.50.onnx", "sha256": "<64 hex digits>"}},
-                   "latency": {...}}]}
+                   "files": {"onnx": {"path": "w0.50.onnx", "sha256": "<64 hex digits>"},
+                             "onnx_shared": {"path": "w0.50.shared.onnx", "sha256": "..."},  # shared only
+                             "weights": {"path": "weights.bin", "sha256": "..."}},           # shared only
+                   "latency": {...}}],
+     "weights": {"path": "weights.bin", "sha256": "...", "bytes": 330880,                     # shared only
+                 "tensors": {"shared.3.1.16": "float32[16,8,3]@4096", ...}}}
 
 ``shape`` holds ``null`` for dynamic dimensions; ``dim_names`` (optional, same length) names them, and
 ``example_shape`` (optional) is the concrete shape of the export example, used to time latency when a
 dimension other than the batch is dynamic.
+
+**Shared weights** (written by ``export.bundle`` when variants share tensors, see
+:mod:`slimkit.export.sharing`). Without sharing, each ``"onnx"`` file is self-contained, as in every
+bundle before. With it, the ``"onnx"`` graphs keep their own small tensors and read the shared ones as
+ONNX external data from the file in ``"weights"``; onnxruntime loads such a graph like any other, and
+the graph it runs is the one a self-contained file gives. ``"weights"["tensors"]`` lists every range
+the graphs read (name: dtype, shape and byte offset), so ``runtime.load(dir, share_weights=True)`` can
+hand each session views of one buffer without parsing ONNX; ``"onnx_shared"`` is the graph it then
+runs (its layers split to read those ranges in place). Each variant that reads the file lists it
+among its files too, so readers that predate this field still verify it. The format stays version 1:
+the additions are optional and a reader that ignores them serves the bundle correctly.
 
 **Latency schema.** ``variant["latency"]`` maps ``"<backend>/<device>"`` (e.g. ``"onnxruntime/cpu"``,
 ``"onnxruntime/cuda"``) to one measurement record::
@@ -43,8 +59,8 @@ it, so a variant's engines are file kinds keyed by both, ``"tensorrt/<trt versio
 The records (:class:`Manifest`, :class:`VariantEntry`, ...) and their field checks live in
 :mod:`slimkit.runtime.manifest_schema`; this module re-exports them and does the file I/O.
 
-Loading verifies every file's sha256 and refuses any path that is absolute, contains ``..`` or
-resolves (through symlinks) outside the bundle directory.
+Loading verifies every file's sha256 (the weights file included, once) and refuses any path that is
+absolute, contains ``..`` or resolves (through symlinks) outside the bundle directory.
 """
 
 from __future__ import annotations
@@ -52,6 +68,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -66,17 +83,19 @@ from .manifest_schema import (
     VERSION,
     FileEntry,
     Manifest,
+    TensorRange,
     TensorSpec,
     VariantEntry,
+    WeightsEntry,
     check_variant_name,
     tensorrt_key,
 )
 
 __all__ = [
     "FORMAT", "VERSION", "SUPPORTED_VERSIONS", "MANIFEST_NAME",
-    "TensorSpec", "FileEntry", "VariantEntry", "Manifest",
+    "TensorSpec", "FileEntry", "VariantEntry", "Manifest", "TensorRange", "WeightsEntry",
     "read_manifest", "write_manifest", "sha256_file", "update_latency", "check_variant_name",
-    "PRECISIONS", "tensorrt_key",
+    "PRECISIONS", "tensorrt_key", "resolve_file", "atomic_write_text", "replace_directory",
 ]
 
 
@@ -138,19 +157,25 @@ def read_manifest(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Mani
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{mf} is not valid JSON ({e}); re-export the bundle") from None
     manifest = Manifest.from_dict(data, where=str(mf))
-    for v in manifest.variants + manifest.twins:
-        for kind, f in v.files.items():
-            full = resolve_file(root, f.path)
-            if not verify:
-                continue
-            if not full.is_file():
-                raise BundleError(f"variant {v.name!r}: {kind} file {f.path!r} is missing from {root}")
-            actual = sha256_file(full)
-            if actual != f.sha256:
-                raise BundleError(
-                    f"variant {v.name!r}: {kind} file {f.path!r} has sha256 {actual}, but the manifest "
-                    f"says {f.sha256}; the file was modified or corrupted: re-export the bundle"
-                )
+    files = [(f"variant {v.name!r}", kind, f.path, f.sha256)
+             for v in manifest.variants + manifest.twins for kind, f in v.files.items()]
+    if manifest.weights is not None:
+        files.insert(0, ("the bundle", "shared weights", manifest.weights.path, manifest.weights.sha256))
+    checked: set[tuple[str, str]] = set()  # the weights file is listed by every variant; hash it once
+    for owner, kind, rel, sha in files:
+        full = resolve_file(root, rel)
+        if not verify or (rel, sha) in checked:
+            continue
+        if not full.is_file():
+            raise BundleError(f"{owner}: {kind} file {rel!r} is missing from {root}; re-export the bundle "
+                              "or copy the whole directory")
+        actual = sha256_file(full)
+        if actual != sha:
+            raise BundleError(
+                f"{owner}: {kind} file {rel!r} has sha256 {actual}, but the manifest "
+                f"says {sha}; the file was modified or corrupted: re-export the bundle"
+            )
+        checked.add((rel, sha))
     return manifest
 
 
@@ -177,6 +202,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put the finished directory ``tmp`` at ``target`` (same parent folder), replacing what was there.
+
+    The old ``target`` is renamed aside first and removed only once ``tmp`` is in place; if the second
+    rename fails, the old one is put back. So ``target`` always holds either the old or the new
+    directory, never a mix (a bundle, a Triton model).
+    """
+    tmp, target = Path(tmp), Path(target)
+    if not target.exists():
+        os.replace(tmp, target)
+        return target
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def update_latency(bundle_dir: str | os.PathLike, key: str,

@@ -18,6 +18,7 @@ MANIFEST_NAME = "manifest.json"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_RANGE_RE = re.compile(r"^([a-z0-9]+)\[((?:[0-9]+(?:,[0-9]+)*)?)\]@([0-9]+)$")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -81,6 +82,37 @@ class FileEntry:
         return d
 
 
+@dataclass(frozen=True)
+class TensorRange:
+    """One tensor stored in a bundle's weights file: ``shape`` x ``dtype`` bytes from ``offset`` on,
+    written in the manifest as ``"float32[16,8,3]@4096"`` (one short line per tensor)."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def to_str(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """The one weights file whose ranges every variant of a shared bundle reads (``"weights"``)."""
+
+    path: str
+    sha256: str
+    bytes: int
+    tensors: dict[str, TensorRange]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes,
+                "tensors": {k: t.to_str() for k, t in self.tensors.items()}}
+
+
 @dataclass
 class VariantEntry:
     """One variant's record in the manifest."""
@@ -118,6 +150,7 @@ class Manifest:
     format: str = FORMAT
     version: int = VERSION
     twins: list[VariantEntry] = field(default_factory=list)  # other-precision copies (see module doc)
+    weights: WeightsEntry | None = None  # the shared weights file, when variants share tensors
 
     def __post_init__(self) -> None:
         self.variants = sorted(self.variants, key=lambda v: (v.macs, v.params))
@@ -155,7 +188,7 @@ class Manifest:
             raise ConfigError(f"this bundle has no {precision!r} variants; it holds {self.precisions}{hint}")
         rest = [v for v in self.variants + self.twins if v.precision != precision]
         return Manifest(self.inputs, self.outputs, chosen, self.task, self.method, self.source, self.format,
-                        self.version, rest)
+                        self.version, rest, self.weights)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"format": self.format, "version": self.version,
@@ -164,6 +197,8 @@ class Manifest:
              "variants": [v.to_dict() for v in self.variants]}
         if self.twins:
             d["twins"] = [v.to_dict() for v in self.twins]
+        if self.weights is not None:
+            d["weights"] = self.weights.to_dict()
         return d
 
     @classmethod
@@ -200,11 +235,18 @@ class Manifest:
                 raise BundleError(f"{where}: twin {t.name!r} must name its variant in 'base' (one of "
                                   f"{names[:len(variants)]}) and have another precision, got base={t.base!r}, "
                                   f"precision={t.precision!r}")
+        weights = _weights(d["weights"], f"{where}: weights") if "weights" in d else None
+        for v in variants + twins:
+            f = v.files.get("weights")
+            if f is not None and (weights is None or (f.path, f.sha256) != (weights.path, weights.sha256)):
+                raise BundleError(f"{where}: variant {v.name!r} lists weights file {f.path!r} that the bundle's "
+                                  f"'weights' record ({weights.path if weights else None!r}) does not describe "
+                                  "with the same sha256; re-export the bundle")
         return cls(inputs=inputs, outputs=outputs, variants=variants,
                    task=_typed(d, "task", str, where, default="classification"),
                    method=_typed(d, "method", str, where, default=""),
                    source=_typed(d, "source", dict, where, default={}),
-                   format=FORMAT, version=version, twins=twins)
+                   format=FORMAT, version=version, twins=twins, weights=weights)
 
 
 # -- field validation ------------------------------------------------------------------------------
@@ -302,6 +344,31 @@ def _variant(x: object, where: str) -> VariantEntry:
         raise BundleError(f"{where}: precision must be one of {PRECISIONS}, got {precision!r}")
     base = _typed(d, "base", (str, type(None)), where, default=None)
     return VariantEntry(name, params, macs, metrics, config, files, latency, precision, base)
+
+
+def _weights(x: object, where: str) -> WeightsEntry:
+    d = _obj(x, where)
+    path, sha = _typed(d, "path", str, where), _typed(d, "sha256", str, where)
+    if not _SHA_RE.match(sha):
+        raise BundleError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
+    size = _typed(d, "bytes", int, where)
+    tensors = {}
+    for name, t in _typed(d, "tensors", dict, where).items():
+        at = f"{where}.tensors[{name!r}]"
+        found = _RANGE_RE.match(t) if isinstance(t, str) else None
+        try:
+            ok = found is not None and np.dtype(found[1]).name == found[1]
+        except TypeError:
+            ok = False
+        if not ok:
+            raise BundleError(f"{at}: expected '<numpy dtype>[<dims>]@<byte offset>', e.g. 'float32[16,8]@4096', "
+                              f"got {t!r}")
+        shape = tuple(int(s) for s in found[2].split(",")) if found[2] else ()
+        r = tensors[name] = TensorRange(int(found[3]), shape, found[1])
+        if r.offset + r.nbytes > size:
+            raise BundleError(f"{at}: bytes {r.offset}..{r.offset + r.nbytes} lie beyond the end of "
+                              f"{path!r} ({size} bytes); re-export the bundle")
+    return WeightsEntry(path, sha, size, tensors)
 
 
 def _check_latency_record(rec: object, where: str) -> None:
