@@ -60,7 +60,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
            *, dynamic_dims: Mapping[int, str | None] | None = None, opset: int | None = None,
            overwrite: bool = False, quantize: str | None = None, calibration: Any = None,
            eval_data: Any = None, torch_export: bool = False,
-           latency_batches: tuple[int, ...] = (1, 32)) -> Path:
+           latency_batches: tuple[int, ...] = (1, 32), share_weights: bool = True) -> Path:
     """Export every variant of ``family`` to ``<path>/<variant>.onnx`` and write the manifest.
 
     Tensors that variants share are written once, to ``<path>/weights.bin``, which the graphs read
@@ -84,6 +84,9 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         torch_export: also save each variant as a ``torch.export`` program ``<variant>.pt2`` (file kind
             ``"torch_export"``) for ``runtime.load(dir, backend="torch")``.
         latency_batches: batch sizes timed when ``quantize`` is set (``()`` skips timing).
+        share_weights: store the tensors variants share once, in ``weights.bin`` (the default; a family
+            whose variants share nothing is written as self-contained files either way). ``False``
+            writes every variant as one self-contained file, for tools that need standalone files.
 
     Returns:
         ``Path(path)``.
@@ -120,6 +123,9 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     if quantize:
         for n in names:
             check_variant_name(n + INT8_SUFFIX)
+    if not isinstance(share_weights, bool):
+        raise ConfigError(f"share_weights must be True or False, got {share_weights!r}")
+    share = share_weights and len(names) > 1
 
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -131,7 +137,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         entries, specs = [], None
-        _export_variants(family, example_input, tmp, dynamic_dims, opset)
+        _export_variants(family, example_input, tmp, dynamic_dims, opset, share)
         for v in family.variants:
             file = tmp / f"{v.name}.onnx"
             io = onnx_specs(onnx.load(str(file), load_external_data=False))
@@ -153,7 +159,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         twins = []
         for e in entries if quantize else []:
             twins.append(_int8_twin(tmp, e, calibration, eval_data, str(family.task)))
-        weights = _share(tmp, entries + twins, example_input) if len(entries) > 1 else None
+        weights = _share(tmp, entries + twins, example_input) if share else None
         inputs, outputs = specs
         for spec in inputs:  # the example's concrete shape lets the runtime time latency later
             spec["example_shape"] = [int(s) for s in example_input.shape]
@@ -172,13 +178,13 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     return target
 
 
-def _export_variants(family: Any, example: torch.Tensor, root: Path, dynamic_dims: Any, opset: int | None) -> None:
+def _export_variants(family: Any, example: torch.Tensor, root: Path, dynamic_dims: Any, opset: int | None,
+                     share: bool) -> None:
     """Each variant to ``<root>/<name>.onnx``; BatchNorm kept apart when that lets variants share."""
-    several = len(family.variants) > 1
     for v in family.variants:
         to_onnx(v.model, example, root / f"{v.name}.onnx", dynamic_dims=dynamic_dims, opset=opset,
-                fold_batchnorm=not several)
-    if not several:
+                fold_batchnorm=not share)
+    if not share:
         return
     models = {v.name: onnx.load(str(root / f"{v.name}.onnx")) for v in family.variants}
     kept = [n for n, m in models.items() if any(node.op_type == "BatchNormalization" for node in m.graph.node)]

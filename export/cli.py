@@ -59,6 +59,10 @@ def _inspect(args: argparse.Namespace) -> int:
         lat = "; ".join(f"{key}: " + " ".join(f"b{b}={r['p50_ms']:.3f}" for b, r in rec.get("batch", {}).items())
                         for key, rec in v.latency.items()) or "not measured (slimkit bench)"
         print(f"  {v.name:<14}{v.params:>10,}{v.macs:>13,}{metric:>24}  {lat}")
+    if m.weights is not None:
+        readers = [v.name for v in m.variants + m.twins if "weights" in v.files]
+        print(f"  shared weights: {m.weights.path}, {m.weights.bytes:,} bytes, {len(m.weights.tensors)} tensors, "
+              f"read by {', '.join(readers)} (one copy in memory: runtime.load(..., share_weights=True))")
     print("  all files present, inside the bundle, sha256 verified")
     return 0
 
@@ -94,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
     serve(args.bundle, host=args.host, port=args.port, name=args.name, workers=args.workers,
           threads=args.threads, slo_ms=args.slo_ms, token=token, max_body_bytes=args.max_body_mb << 20,
-          inline_us=args.inline_us, log_level=args.log_level, slo_min_gain=args.slo_min_gain)
+          inline_us=args.inline_us, log_level=args.log_level, slo_min_gain=args.slo_min_gain,
+          share_weights=args.share_weights)
     return 0
 
 
@@ -156,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--inline-us", type=float, default=100.0,
                    help="a request alone in the server and predicted to compute under this many microseconds "
                         "skips the thread pool (default 100; 0: always the pool)")
+    s.add_argument("--share-weights", action="store_true",
+                   help="one copy of the weights in memory for every variant of a nested family (less memory, "
+                        "some latency; see docs/bundle-and-runtime.md)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(fn=_serve)
 

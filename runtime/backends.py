@@ -119,6 +119,9 @@ class OnnxRuntimeBackend:
         in_place: keep every initializer as it is: no pre-packing, and none of the graph optimisations
             that compute new tensors from them (constant folding, folding BatchNorm or a scale into a
             convolution), so that ``initializers`` stay the only copy. Slower; for ``open_shared``.
+        shared_arena: take activation memory from one CPU arena for the whole process instead of one
+            per session (``open_shared`` uses it: sessions of a bundle run one at a time per thread, and
+            separate arenas each grow to their variant's largest batch).
 
     Example:
         >>> be = OnnxRuntimeBackend("out/bundle/w1.00.onnx", threads=1)  # doctest: +SKIP
@@ -132,7 +135,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
                  providers: Sequence[Provider] | str | None = None, spin: bool = False,
-                 initializers: Mapping[str, np.ndarray] | None = None, in_place: bool = False):
+                 initializers: Mapping[str, np.ndarray] | None = None, in_place: bool = False,
+                 shared_arena: bool = False):
         import onnxruntime as ort
 
         if providers is None:
@@ -155,6 +159,11 @@ class OnnxRuntimeBackend:
 
         opts = session_options(threads, spin=spin)
         extra: dict[str, Any] = {}
+        if initializers:  # onnxruntime warns once per overridable initializer, which is what they are for
+            opts.log_severity_level = 3
+        if shared_arena:
+            _register_shared_arena()
+            opts.add_session_config_entry("session.use_env_allocators", "1")
         if in_place:
             opts.add_session_config_entry("session.disable_prepacking", "1")
             extra["disabled_optimizers"] = list(_COPYING_OPTIMIZERS)
@@ -223,7 +232,8 @@ class OnnxRuntimeBackend:
         Each variant runs its ``"onnx_shared"`` graph, whose shared tensors are overridable initializers
         given as views of that buffer: onnxruntime neither copies, folds nor pre-packs them, so the
         weights are resident once (bench/SHARED_WEIGHTS_RESULTS.md measures the memory and the cost).
-        A variant without one runs its usual graph ``in_place`` (see the class).
+        A variant without one runs its usual graph ``in_place`` (see the class). All sessions take
+        activation memory from one arena (``shared_arena``).
         A bundle without a weights file has nothing to share: it loads as usual, with a warning.
         """
         from .shared_weights import read_weights, tensor_views
@@ -237,9 +247,21 @@ class OnnxRuntimeBackend:
         for v in manifest.variants:
             split = v.files.get("onnx_shared")  # absent: no layer worth splitting, the usual graph in place
             f = split or _file_for(cls, v)
-            backends.append(cls(resolve_file(bundle_dir, f.path), initializers=views,
+            backends.append(cls(resolve_file(bundle_dir, f.path), initializers=views, shared_arena=True,
                                 in_place="weights" in v.files and split is None, **options))
         return backends
+
+
+_ARENA: list[bool] = []  # the process-wide arena is registered once (onnxruntime keeps it for the process)
+
+
+def _register_shared_arena() -> None:
+    import onnxruntime as ort
+
+    if not _ARENA:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, None)
+        _ARENA.append(True)
 
 
 BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend}

@@ -69,7 +69,8 @@ class InferenceApp:
 
     def __init__(self, cfg: ServeConfig, engine: Engine | None = None, metrics_dir: str | None = None):
         self.cfg = cfg
-        self.engine = engine if engine is not None else load(cfg.bundle, backend=cfg.backend, threads=1)
+        self.engine = engine if engine is not None else load(cfg.bundle, backend=cfg.backend, threads=1,
+                                                             share_weights=cfg.share_weights)
         if len(self.engine.manifest.outputs) < 1:
             raise ConfigError("the bundle declares no outputs")
         self.name = cfg.name
@@ -361,7 +362,7 @@ class RunningServer:
 def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *, name: str | None = None,
           workers: int = 1, threads: int | None = None, slo_ms: float | None = None, token: str | None = None,
           max_body_bytes: int = 16 << 20, inline_us: float = 100.0, log_level: str = "info",
-          block: bool = True, slo_min_gain: float = 0.005) -> RunningServer | None:
+          block: bool = True, slo_min_gain: float = 0.005, share_weights: bool = False) -> RunningServer | None:
     """Serve a bundle over the KServe v2 / Triton HTTP protocol until SIGTERM or Ctrl-C.
 
     Args:
@@ -384,6 +385,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
             :class:`ServeConfig`.
         log_level: uvicorn's log level.
         block: False starts the server in a background thread and returns a :class:`RunningServer`.
+        share_weights: one copy of the weights in memory for every variant (``runtime.load``'s option).
 
     Raises:
         BundleError, ConfigError: a bad bundle or option (before anything binds).
@@ -396,7 +398,8 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
         ...     print(srv.url)
     """
     cfg = ServeConfig(os.fspath(bundle), name=name, threads=threads, slo_ms=slo_ms, token=token,
-                      max_body_bytes=max_body_bytes, inline_us=inline_us, slo_min_gain=slo_min_gain)
+                      max_body_bytes=max_body_bytes, inline_us=inline_us, slo_min_gain=slo_min_gain,
+                      share_weights=share_weights)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive int, got {workers!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
