@@ -161,9 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--inline-us", type=float, default=100.0,
                    help="a request alone in the server and predicted to compute under this many microseconds "
                         "skips the thread pool (default 100; 0: always the pool)")
-    s.add_argument("--share-weights", action="store_true",
+    s.add_argument("--share-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="one copy of the weights in memory for every variant of a nested family (less memory, "
-                        "some latency; see docs/bundle-and-runtime.md)")
+                        "some latency on onnxruntime; default: the backend's faster mode; docs/bundle-and-runtime.md)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(fn=_serve)
 

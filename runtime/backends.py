@@ -18,7 +18,8 @@ A backend is deliberately small so that a TensorRT backend can sit beside the ON
   says what exists when this machine's file is missing (TensorRT plans are keyed by version and GPU).
 * ``open_shared(bundle_dir, manifest, **options)`` (optional classmethod): one backend per variant, all
   reading one copy of the weights (``runtime.load(dir, share_weights=True)``); backends without it
-  refuse that mode.
+  refuse that mode. ``share_weights_default`` (class attribute, default False): the mode
+  ``share_weights=None`` picks, the faster one on that backend.
 
 Backends: ``"onnxruntime"`` (here), ``"torch"`` (:mod:`.backends_torch`, ``torch.export`` programs on
 CPU or CUDA, for GPUs without TensorRT) and ``"tensorrt"`` (:mod:`.backends_tensorrt`). The last two
@@ -294,7 +295,7 @@ def _file_for(cls: type, v: VariantEntry) -> FileEntry:
 
 
 def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: str = "onnxruntime", *,
-                  share_weights: bool = False, **options: Any) -> list[Backend]:
+                  share_weights: bool | None = None, **options: Any) -> list[Backend]:
     """One loaded backend per variant of ``manifest`` (in its order), from the files in ``bundle_dir``.
 
     Args:
@@ -302,7 +303,8 @@ def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: st
         manifest: its manifest, e.g. ``read_manifest(dir).with_precision("int8")``.
         backend: a name from :data:`BACKENDS` (``"onnxruntime"``, ``"torch"``, ``"tensorrt"``).
         share_weights: every variant reads one copy of the weights in memory (the backend's
-            ``open_shared``); otherwise each variant loads its own.
+            ``open_shared``); False: each variant loads its own; None: the backend's
+            ``share_weights_default``.
         options: passed to the backend class (``threads=``, ``providers=``, ``device=`` ...).
 
     Raises:
@@ -316,6 +318,8 @@ def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: st
     except TypeError as e:
         raise ConfigError(f"the {backend} backend does not take these options {sorted(options)} ({e}); "
                           f"see help({cls.__name__})") from None
+    if share_weights is None:
+        share_weights = getattr(cls, "share_weights_default", False)
     if share_weights:
         opener = getattr(cls, "open_shared", None)
         if opener is None:

@@ -350,7 +350,7 @@ def _entry(engine: Engine, backend: Backend, name: str) -> tuple:
 
 def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: int | None = None,
          providers: Sequence[Any] | str | None = None, *, precision: str = "fp32",
-         share_weights: bool = False, **options: Any) -> Engine:
+         share_weights: bool | None = None, **options: Any) -> Engine:
     """Load a bundle: verify its manifest and files, and open one backend session per variant.
 
     Args:
@@ -363,9 +363,10 @@ def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: i
             ``quantize="int8"``). Budget selection picks among one precision only.
         share_weights: hold one copy of the weights in memory for every variant (a nested family, e.g.
             SortedNet widths, whose bundle stores its shared tensors once): onnxruntime sessions read
-            views of one buffer, the torch backend views of one state dict. It costs latency (the
-            layers read their weights in pieces, unpacked), so the default is a copy per variant,
-            the faster mode; bench/SHARED_WEIGHTS_RESULTS.md has the memory and the cost per backend.
+            views of one buffer, the torch backend views of one state dict. ``None`` (default) takes
+            the faster mode of the backend: on onnxruntime a copy per variant (sharing costs 1.1x-1.5x
+            latency there: the layers read their weights in pieces, not pre-packed), on torch one copy
+            (views cost no measurable time). bench/SHARED_WEIGHTS_RESULTS.md has both figures.
         options: further backend options, e.g. ``device="cuda", cuda_graphs=True`` for ``"torch"``.
 
     Raises:
@@ -377,8 +378,8 @@ def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: i
         >>> eng = load("out/bundle", threads=1)  # doctest: +SKIP
         >>> eng.run(x, budget=0.5)
     """
-    if not isinstance(share_weights, bool):
-        raise ConfigError(f"share_weights must be True or False, got {share_weights!r}")
+    if share_weights is not None and not isinstance(share_weights, bool):
+        raise ConfigError(f"share_weights must be True, False or None (the backend's default), got {share_weights!r}")
     manifest = read_manifest(bundle_dir).with_precision(precision)
     backends = open_backends(bundle_dir, manifest, backend, share_weights=share_weights, threads=threads,
                              providers=providers, **options)

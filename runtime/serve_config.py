@@ -31,8 +31,8 @@ class ServeConfig:
             such a model (bench/SERVE_RESULTS.md: 1.3x throughput at concurrency 1); with other
             requests in the server the pool wins, as inference then overlaps their parsing. 0 sends
             every request to the pool.
-        share_weights: load the bundle with one copy of the weights for every variant
-            (``runtime.load(..., share_weights=True)``): less memory, some latency.
+        share_weights: one copy of the weights for every variant (``runtime.load``'s option; None:
+            the backend's default, a copy per variant on onnxruntime).
     """
 
     bundle: str
@@ -45,7 +45,7 @@ class ServeConfig:
     max_body_bytes: int = 16 << 20
     backend: str = "onnxruntime"
     inline_us: float = 100.0
-    share_weights: bool = False
+    share_weights: bool | None = None
 
     def __post_init__(self) -> None:
         self.bundle = os.fspath(self.bundle)
@@ -60,7 +60,7 @@ class ServeConfig:
             raise ConfigError(f"max_body_bytes must be an int >= 1024, got {self.max_body_bytes!r}")
         if isinstance(self.inline_us, bool) or not isinstance(self.inline_us, (int, float)) or not self.inline_us >= 0:
             raise ConfigError(f"inline_us must be a number >= 0, got {self.inline_us!r}")
-        if not isinstance(self.share_weights, bool):
-            raise ConfigError(f"share_weights must be True or False, got {self.share_weights!r}")
+        if self.share_weights is not None and not isinstance(self.share_weights, bool):
+            raise ConfigError(f"share_weights must be True, False or None, got {self.share_weights!r}")
         if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
             raise ConfigError("token must be a non-empty string (or None for no authentication)")

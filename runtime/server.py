@@ -362,7 +362,7 @@ class RunningServer:
 def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *, name: str | None = None,
           workers: int = 1, threads: int | None = None, slo_ms: float | None = None, token: str | None = None,
           max_body_bytes: int = 16 << 20, inline_us: float = 100.0, log_level: str = "info",
-          block: bool = True, slo_min_gain: float = 0.005, share_weights: bool = False) -> RunningServer | None:
+          block: bool = True, slo_min_gain: float = 0.005, share_weights: bool | None = None) -> RunningServer | None:
     """Serve a bundle over the KServe v2 / Triton HTTP protocol until SIGTERM or Ctrl-C.
 
     Args:
@@ -385,7 +385,7 @@ def serve(bundle: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
             :class:`ServeConfig`.
         log_level: uvicorn's log level.
         block: False starts the server in a background thread and returns a :class:`RunningServer`.
-        share_weights: one copy of the weights in memory for every variant (``runtime.load``'s option).
+        share_weights: one copy of the weights for every variant (``runtime.load``'s option).
 
     Raises:
         BundleError, ConfigError: a bad bundle or option (before anything binds).

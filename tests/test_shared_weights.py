@@ -208,7 +208,7 @@ def test_an_old_bundle_still_loads_and_share_weights_says_it_has_nothing_to_shar
     with pytest.warns(UserWarning, match="stores no shared weights"):
         eng = runtime.load(tiny_bundle, threads=1, share_weights=True)
     np.testing.assert_array_equal(eng.run(x), plain.run(x))
-    with pytest.raises(ConfigError, match="share_weights must be True or False"):
+    with pytest.raises(ConfigError, match="share_weights must be True, False or None"):
         runtime.load(tiny_bundle, share_weights="yes")
 
 

@@ -23,10 +23,12 @@ def run_family(name: str, scratch: Path, *, quick: bool) -> dict:
     from slimkit import runtime
 
     t0 = time.perf_counter()
-    dirs = families.build(name, scratch, samples=1000 if quick else 2000, log=_log)
+    dirs = families.build(name, scratch, samples=1000 if quick else 2000, int8=name == "demo", log=_log)
     res: dict = {"what": families.FAMILIES[name]["what"], "export_s": time.perf_counter() - t0}
     res["disk"] = measure.disk(dirs)
     res["same_graph_at_run_time"] = measure.same_graph_at_run_time(dirs)
+    if "int8" in dirs:
+        res["int8_twins"] = measure.int8_twins(dirs["int8"])
 
     _log(f"  {name}: memory, a fresh process per configuration")
     mem: dict = {"onnxruntime": {}, "torch": {}}
@@ -41,12 +43,12 @@ def run_family(name: str, scratch: Path, *, quick: bool) -> dict:
 
     batches, rounds, budget = (1, 64), (5 if quick else 15), (0.4 if quick else 3.0)
     _log(f"  {name}: latency ({rounds} interleaved rounds per figure)")
-    sep = runtime.load(dirs["separate"], threads=1)
-    engines = {"shared_bundle_default": runtime.load(dirs["shared"], threads=1),
+    sep = runtime.load(dirs["separate"], threads=1, share_weights=False)
+    engines = {"shared_bundle_default": runtime.load(dirs["shared"], threads=1),  # onnxruntime: a copy each
                "share_weights": runtime.load(dirs["shared"], threads=1, share_weights=True),
                "inplace": memory.engine(dirs["shared"], "onnxruntime", "inplace")}
     lat = {k: measure.latency(e, sep, batches=batches, budget_s=budget, rounds=rounds) for k, e in engines.items()}
-    sep_t = runtime.load(dirs["separate"], backend="torch", threads=1)
+    sep_t = runtime.load(dirs["separate"], backend="torch", threads=1, share_weights=False)
     sh_t = runtime.load(dirs["shared"], backend="torch", threads=1, share_weights=True)
     lat["torch_share_weights"] = measure.latency(sh_t, sep_t, batches=batches, budget_s=budget, rounds=rounds)
     res["latency_vs_separate"] = lat

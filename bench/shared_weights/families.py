@@ -22,11 +22,12 @@ FAMILIES = {
              "layout": "sequence",
              "what": "SortedNet of a BERT-style encoder (zoo transformer: 4 layers, hidden 256, 4 heads, FFN 1024)"},
 }
-KINDS = ("shared", "separate", "largest")
+KINDS = ("shared", "separate", "largest", "int8")
 
 
-def build(name: str, root: Path, *, samples: int = 2000, log=print) -> dict[str, Path]:
-    """Export family ``name`` as the three bundles under ``root/name``; returns ``{kind: bundle dir}``."""
+def build(name: str, root: Path, *, samples: int = 2000, int8: bool = False, log=print) -> dict[str, Path]:
+    """Export family ``name`` as the bundles under ``root/name``: shared, separate, the largest alone and,
+    with ``int8``, a shared bundle with INT8 twins; returns ``{kind: bundle dir}``."""
     import torch
 
     from slimkit import compress, export
@@ -46,4 +47,8 @@ def build(name: str, root: Path, *, samples: int = 2000, log=print) -> dict[str,
         log(f"  export {name}/{kind}")
         dirs[kind] = export.bundle(family, splits.example_input, out / kind, torch_export=True,
                                    share_weights=share)
+    if int8:
+        log(f"  export {name}/int8")
+        dirs["int8"] = export.bundle(fam, splits.example_input, out / "int8", quantize="int8",
+                                     calibration=splits.val, latency_batches=())
     return dirs

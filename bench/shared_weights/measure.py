@@ -38,6 +38,26 @@ def disk(dirs: dict[str, Path]) -> dict:
     return out
 
 
+def int8_twins(bundle: Path) -> dict:
+    """What the INT8 twins of a shared bundle store: their files, and the bytes they read from weights.bin."""
+    import onnx
+
+    from slimkit import runtime
+
+    m = runtime.read_manifest(bundle)
+    files = {t.name: (bundle / t.files["onnx"].path).stat().st_size for t in m.twins}
+    shared: dict[str, int] = {}
+    for t in m.twins:
+        g = onnx.load(str(bundle / t.files["onnx"].path), load_external_data=False).graph
+        for init in g.initializer:
+            if init.data_location == onnx.TensorProto.EXTERNAL:
+                shared[init.name] = m.weights.tensors[init.name].nbytes
+    largest = m.twins[-1].name if m.twins else None
+    return {"twin_bytes": files, "twins_total": sum(files.values()), "largest_twin": largest,
+            "ratio_to_largest_twin": sum(files.values()) / files[largest] if largest else None,
+            "bytes_read_from_weights_file": sum(shared.values()), "shared_tensors": len(shared)}
+
+
 def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, calls: int) -> dict[str, np.ndarray]:
     """Seconds per call of each ``fn``, one figure per round; the order reverses every round."""
     names = list(fns)
