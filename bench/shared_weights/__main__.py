@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds and samples; writes under bench/out/")
     ap.add_argument("--families", nargs="+", default=list(families.FAMILIES), choices=list(families.FAMILIES))
     ap.add_argument("--out", type=Path, default=None, help="results JSON (the Markdown goes beside it)")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="rewrite bench/SHARED_WEIGHTS_RESULTS.md from this results file, measuring nothing")
     a = ap.parse_args(argv)
+    if a.render is not None:
+        (BENCH / "SHARED_WEIGHTS_RESULTS.md").write_text(report.render(json.loads(a.render.read_text())))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -82,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     md_path = (json_path.with_suffix(".md") if (a.quick or a.out) else BENCH / "SHARED_WEIGHTS_RESULTS.md")
     command = "python -m bench.shared_weights" + (" --quick" if a.quick else "") + (
         f" --families {' '.join(a.families)}" if a.families != list(families.FAMILIES) else "")
-    results = {"command": command, "quick": a.quick, "threads": 1, "families": {}}
+    results = {"command": command, "quick": a.quick, "threads": 1, "families": {},
+               "load_average": {"start": os.getloadavg()[0]}}
     for name in a.families:
         _log(f"{name}:")
         results["families"][name] = run_family(name, scratch, quick=a.quick)
+    results["load_average"]["end"] = os.getloadavg()[0]
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(report.render(results))
