@@ -13,8 +13,8 @@ from _speed import interleaved
 from torch import nn
 
 from slimkit import export
-from slimkit.compress.snnk_blocks import Block, snnk_module
-from slimkit.compress.snnk_features import RandomFeatures
+from slimkit.compress.snnk.blocks import Block, snnk_module
+from slimkit.compress.snnk.features import RandomFeatures
 
 __all__ = ["learned_projection", "low_rank", "rank_for", "lowrank_block_params", "lowrank_block_macs", "snnk_block_cost", "latencies"]
 

@@ -45,7 +45,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from slimkit.compress import data, evaluate, fit, zoo  # noqa: E402
-from slimkit.compress.boost import BoostConfig, _features, boost, boosted_head  # noqa: E402
+from slimkit.compress.boost import BoostConfig, boost, boosted_head, head_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 STAGES, UNITS = 10, 8
@@ -89,7 +89,7 @@ def gbnn(model: nn.Module, splits, *, seed: int) -> dict:
     seconds = time.perf_counter() - start
     curve = [evaluate(v.model, splits.test)["accuracy"] for v in fam]
     return {"test_accuracy_by_stage": curve, "val_accuracy_by_stage": [v.metrics["accuracy"] for v in fam],
-            "train_loss_by_stage": [v.metrics["train_loss"] for v in fam], "rho": fam.largest.config["rho"],
+            "train_loss_by_stage": [v.metrics["train_loss"] for v in fam], "rho": fam.largest.config["info"]["rho"],
             "macs_by_stage": [v.macs for v in fam], "seconds": seconds}
 
 
@@ -131,7 +131,7 @@ def run_mnist(seeds: list[int], cache: Path, *, samples: int, teacher_epochs: in
     feats = {}
     for s in ("train", "val", "test"):
         loader = getattr(splits, s)
-        feats[s] = _features(teacher, teacher.head, DataLoader(loader.dataset, batch_size=512))
+        feats[s] = head_features(teacher, teacher.head, DataLoader(loader.dataset, batch_size=512))
     rows = []
     for seed in seeds:
         rows.append({"seed": seed, "gbnn": gbnn(teacher, splits, seed=seed),

@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     rows = []
     for v in fam.variants:
         acc = compress.evaluate(v.model, splits.test)["accuracy"]
-        rows.append({"variant": v.name, "width": v.config["width"], "channels": list(_quality.stage_channels(v.model)),
-                     "channels_config": v.config["channels"], "params": v.params, "macs": v.macs,
+        rows.append({"variant": v.name, "width": v.config["shape"]["width"], "channels": list(_quality.stage_channels(v.model)),
+                     "channels_config": v.config["shape"]["channels"], "params": v.params, "macs": v.macs,
                      "acc_sortednet": acc, "independent": []})
         log(f"      {v.name}: test accuracy {acc:.4f}")
     for s in cfg["seeds"]:

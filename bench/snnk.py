@@ -137,25 +137,25 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
             wall = time.perf_counter() - t0
             for v in fam:
                 cost = snnk_block_cost(v.model, blocks, x)
-                rows.append({"method": method, "m": v.config["m"], "seed": seed, **cost,
+                rows.append({"method": method, "m": v.config["shape"]["m"], "seed": seed, **cost,
                              "params": v.params, "test_accuracy": evaluate(v.model, splits.test)["accuracy"],
                              "val_accuracy": evaluate(v.model, splits.val)["accuracy"],
-                             "fit_seconds": v.config["fit_seconds"] + v.config["train_seconds"],
-                             "closed_form_seconds": v.config["fit_seconds"] if mode == "closed_form" else None,
+                             "fit_seconds": v.config["info"]["fit_seconds"] + v.config["info"]["train_seconds"],
+                             "closed_form_seconds": v.config["info"]["fit_seconds"] if mode == "closed_form" else None,
                              "family_wall_s": wall})
                 if seed == seeds[0] and method == "snnk-cf":  # latency depends on the graph only
-                    models[f"snnk m{v.config['m']}"] = v.model
-                log(f"[{part}] {method} m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f} "
+                    models[f"snnk m{v.config['shape']['m']}"] = v.model
+                log(f"[{part}] {method} m={v.config['shape']['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f} "
                     f"block params {cost['block_params']:,} fit {rows[-1]['fit_seconds']:.2f}s")
             if method == "snnk-cf":
                 cf_family = fam
         if cfg.get("diagnostic"):  # NOT SNNK: the same student with its random projection trained too
             for v in cf_family:
                 student = learned_projection(v.model)
-                rows.append({"method": "diag-learned-proj", "m": v.config["m"], "seed": seed,
+                rows.append({"method": "diag-learned-proj", "m": v.config["shape"]["m"], "seed": seed,
                              **snnk_block_cost(student, blocks, x), "block_projection_floats": 0,
                              **kd(student, seed)})
-                log(f"[{part}] diag-learned-proj m={v.config['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f}")
+                log(f"[{part}] diag-learned-proj m={v.config['shape']['m']} seed={seed}: acc {rows[-1]['test_accuracy']:.4f}")
         # the reference for "the same fine-tuning": the dense model itself, distilled with the same recipe
         rows.append({"method": "dense-kd", "m": 0, "seed": seed, "rank": None, "block_params": original,
                      "block_projection_floats": 0, "macs": info["macs"], **kd(copy.deepcopy(model), seed)})
@@ -201,9 +201,9 @@ def run_kinds(m: int, samples: int) -> list[dict]:
     for kind in ("relu", "exp", "cos", "sin"):
         fam = snnk(model, train=splits.train, features=m, kind=kind, mode="closed_form", progress=False)
         v = fam.largest
-        cf = next(iter(v.config["closed_form"].values()))
+        cf = next(iter(v.config["info"]["closed_form"].values()))
         out.append({"kind": kind, "m": m, "test_accuracy": evaluate(v.model, splits.test)["accuracy"],
-                    "relative_mse": cf["train_mse"] / cf["target_var"], "fit_seconds": v.config["fit_seconds"]})
+                    "relative_mse": cf["train_mse"] / cf["target_var"], "fit_seconds": v.config["info"]["fit_seconds"]})
         log(f"[kinds] {kind}: {out[-1]}")
     return out
 

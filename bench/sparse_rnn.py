@@ -33,7 +33,7 @@ from torch.nn.utils import prune  # noqa: E402
 
 from slimkit.compress import data, evaluate, fit, zoo  # noqa: E402
 from slimkit.compress.sparse_rnn import sparse_rnn  # noqa: E402
-from slimkit.compress.sparse_rnn_masks import recurrent_weights, sparsity_of  # noqa: E402
+from slimkit.compress.sparse_rnn.masks import recurrent_weights, sparsity_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SPARSITIES = (0.5, 0.8, 0.9)

@@ -25,12 +25,13 @@ from slimkit.runtime.errors import ConfigError, SlimkitError, VariantError
 
 from .cost import count_macs, count_params
 
-__all__ = ["Variant", "Family", "register_rebuilder"]
+__all__ = ["Variant", "Family", "register_rebuilder", "variant_config", "upgrade_variant_config"]
 
 FAMILY_FORMAT = "slimkit-family"
 FAMILY_VERSION = 1
 
-# method name -> rebuild(base_model, variant_config, example_input) -> nn.Module with the variant's shapes
+# method name -> rebuild(base_model, variant_config, example_input) -> nn.Module with the variant's shapes;
+# variant_config is in the variant_config() layout (upgrade_variant_config turns older ones into it)
 _REBUILDERS: dict[str, Callable[[nn.Module, dict, torch.Tensor], nn.Module]] = {}
 
 
@@ -42,6 +43,32 @@ def register_rebuilder(method: str):
         return fn
 
     return deco
+
+
+def variant_config(recipe: Any, shape: dict[str, Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A variant's ``config`` in the one layout every method uses.
+
+    ``{"method": name, "recipe": the method's config as a dict (the exact options that made it),
+    "shape": what rebuilds the variant's module from the base model (channels kept, units removed, ...),
+    "info": what was measured on the way (search reward, fit time, ...), not needed to rebuild}``.
+
+    Args:
+        recipe: the method's :class:`~slimkit.compress.config.MethodConfig`.
+        shape: the architecture of this variant (JSON-ready).
+        info: measurements of this variant (JSON-ready).
+    """
+    return {"method": recipe.METHOD, "recipe": recipe.to_dict(), "shape": dict(shape), "info": dict(info or {})}
+
+
+def upgrade_variant_config(method: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` in the :func:`variant_config` layout. Families saved before that layout kept the recipe
+    under the method's name and everything else at the top level: the recipe moves to ``"recipe"`` and the
+    rest to ``"shape"``."""
+    if "recipe" in config and "shape" in config:
+        return config
+    rest = dict(config)
+    recipe = rest.pop(method, {})
+    return {"method": method, "recipe": recipe, "shape": rest, "info": {}}
 
 
 @dataclass
@@ -204,10 +231,10 @@ class Family:
         example = torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"]))
         variants = []
         for rec in meta["variants"]:
-            module = rebuild(model, rec["config"], example)
+            config = upgrade_variant_config(method, rec["config"])
+            module = rebuild(model, config, example)
             module.load_state_dict(load_file(str(path / rec["weights"])))
             module.eval()
-            variants.append(Variant(rec["name"], module, rec["params"], rec["macs"],
-                                    rec["metrics"], rec["config"]))
+            variants.append(Variant(rec["name"], module, rec["params"], rec["macs"], rec["metrics"], config))
         return cls(variants, method=method, example_input=example, task=meta["task"],
                    source=meta["source"], base=meta["base"])

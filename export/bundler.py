@@ -36,9 +36,9 @@ from slimkit.runtime.manifest import (
     write_manifest,
 )
 
-from .onnx import _dynamic_dims, onnx_specs, to_onnx
+from .onnx import onnx_specs, resolve_dynamic_dims, to_onnx
 
-__all__ = ["bundle", "QUANTIZE"]
+__all__ = ["bundle", "QUANTIZE", "replace_dir", "file_sizes"]
 
 QUANTIZE = (None, "int8")
 INT8_SUFFIX = "-int8"
@@ -148,7 +148,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         if quantize and latency_batches:
             _time_precisions(tmp, tuple(latency_batches))
         read_manifest(tmp)  # what we hand over must load
-        _move_into_place(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -209,7 +209,7 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
 def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
                   dynamic_dims: Mapping[int, str | None] | None) -> Path:
     """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
-    dims = _dynamic_dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
+    dims = resolve_dynamic_dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
     # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
     x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
     shapes = {a: torch.export.Dim.DYNAMIC for a in dims}
@@ -254,7 +254,9 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished directory ``tmp`` to ``target`` (same filesystem), replacing what is there: the old
+    directory is renamed aside first and restored if the move fails, then removed."""
     if not target.exists():
         os.replace(tmp, target)
         return

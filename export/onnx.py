@@ -40,7 +40,7 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError, ExportError
 
-__all__ = ["to_onnx", "onnx_specs"]
+__all__ = ["to_onnx", "onnx_specs", "resolve_dynamic_dims", "check_dynamic_dims"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -81,7 +81,7 @@ def to_onnx(module: nn.Module, example_input: torch.Tensor, path: str | os.PathL
         raise ConfigError(f"example_input must be one torch.Tensor, got {type(example_input).__name__}")
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
         raise ConfigError(f"opset must be an int or None, got {opset!r}")
-    dims = _dynamic_dims(dynamic_dims, example_input.dim())
+    dims = resolve_dynamic_dims(dynamic_dims, example_input.dim())
     _refuse_unrolled_rnn(module, dims)
 
     path = Path(path)
@@ -189,7 +189,13 @@ def _unpin_outputs(model: onnx.ModelProto) -> bool:
     return changed
 
 
-def _dynamic_dims(dynamic_dims: Mapping[int, str | None] | None, ndim: int) -> dict[int, str]:
+def resolve_dynamic_dims(dynamic_dims: Mapping[int, str | None] | None, ndim: int) -> dict[int, str]:
+    """The dynamic axes of an ``ndim``-d input: ``dynamic_dims`` merged over the default ``{0: "batch"}``,
+    axes mapped to ``None`` dropped (fixed). The one rule for ONNX and ``torch.export`` programs alike.
+
+    Raises:
+        ConfigError: ``dynamic_dims`` is not ``{axis: name}`` with axes of the input and identifier names.
+    """
     merged: dict[int, str | None] = dict(DEFAULT_DYNAMIC_DIMS)
     if dynamic_dims is not None:
         if not isinstance(dynamic_dims, Mapping):

@@ -30,7 +30,7 @@ from pathlib import Path
 from slimkit.runtime.errors import ConfigError
 from slimkit.runtime.manifest import Manifest, TensorSpec, VariantEntry, read_manifest, resolve_file
 
-from .bundler import _move_into_place
+from .bundler import replace_dir
 
 __all__ = ["to_triton"]
 
@@ -111,7 +111,7 @@ def to_triton(bundle: str | os.PathLike, repository: str | os.PathLike, *, max_b
             raise ConfigError(f"{repo} already has models {taken}; pass overwrite=True to replace them "
                               "or prefix= to name these differently")
         for n in models:
-            _move_into_place(tmp / n, repo / n)
+            replace_dir(tmp / n, repo / n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo

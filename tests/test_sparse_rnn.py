@@ -16,8 +16,7 @@ from torch import nn
 from slimkit.compress import data, zoo
 from slimkit.compress.family import Family
 from slimkit.compress.sparse_rnn import SparseRNNConfig, sparse_rnn
-from slimkit.compress.sparse_rnn_graph import graph_masks, make_graph
-from slimkit.compress.sparse_rnn_masks import (
+from slimkit.compress.sparse_rnn.masks import (
     Masks,
     cubic_schedule,
     magnitude_masks,
@@ -25,7 +24,8 @@ from slimkit.compress.sparse_rnn_masks import (
     sparsity_of,
     unit_masks,
 )
-from slimkit.compress.sparse_rnn_shrink import find_consumers, shrink_units
+from slimkit.compress.sparse_rnn.random_graphs import graph_masks, make_graph
+from slimkit.compress.sparse_rnn.shrink import find_consumers, shrink_units
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 CELLS = {"rnn_tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw), "rnn_relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
@@ -190,12 +190,12 @@ def test_sparse_rnn_end_to_end(seq_splits, tmp_path, schedule, scope):
                      schedule=schedule, scope=scope, epochs=1, progress=False)
     assert fam.method == "sparse_rnn" and set(fam.names) == {"s0.50", "s0.90"}
     for v in fam:
-        s = v.config["sparsity"]
+        s = v.config["shape"]["sparsity"]
         assert v.metrics["sparsity"] == pytest.approx(s, abs=0.01)
         assert sparsity_of(v.model, recurrent_weights(v.model)) == pytest.approx(s, abs=0.01)
         assert v.params == int(v.metrics["nonzero_params"]) < fam.source["params"]
         assert v.metrics["compressed_bytes"] < fam.source["metrics"]["compressed_bytes"]
-        assert v.config["sparse_rnn"]["schedule"] == schedule and 0 <= v.metrics["accuracy"] <= 1
+        assert v.config["recipe"]["schedule"] == schedule and 0 <= v.metrics["accuracy"] <= 1
     assert fam["s0.90"].params < fam["s0.50"].params
     assert model.rnn.weight_hh_l0.count_nonzero() == model.rnn.weight_hh_l0.numel()  # input untouched
     loaded = Family.load(fam.save(tmp_path / "fam"))  # a zoo model: rebuilt without the user's help
@@ -317,11 +317,11 @@ def test_graph_variants_report_properties(seq_splits):
     fam = sparse_rnn(model, train=seq_splits.train, val=seq_splits.val, sparsities=(0.7,), graph="watts_strogatz",
                      epochs=1, progress=False)
     v = fam["s0.70"]
-    assert v.config["sparse_rnn"]["schedule"] == "oneshot" and len(v.config["graphs"]) == 1
+    assert v.config["recipe"]["schedule"] == "oneshot" and len(v.config["info"]["graphs"]) == 1
     for key in ("graph_avg_degree", "graph_clustering", "graph_path_length", "graph_density"):
         assert key in v.metrics
     mask = v.model.rnn.weight_hh_l0 != 0
-    assert (int(mask[:20, :20].sum()) - 20) // 2 <= v.config["graphs"][0]["edges"]  # zeros only where no edge
+    assert (int(mask[:20, :20].sum()) - 20) // 2 <= v.config["info"]["graphs"][0]["edges"]  # zeros only where no edge
 
 
 def test_barabasi_albert_density_limit():
@@ -413,7 +413,7 @@ def test_bad_input(seq_splits):
         sparse_rnn(model, graph="watts_strogatz", structured=True, **kw)
     with pytest.raises(ConfigError, match="weights="):
         SparseRNNConfig(weights=("xh",))
-    with pytest.raises(ConfigError, match=r"unknown options \['learning_rate'\]; options are .*'lr'"):
+    with pytest.raises(ConfigError, match=r"unknown options \['learning_rate'\]; valid ones: .*'lr'"):
         sparse_rnn(model, learning_rate=0.1, **kw)
 
 

@@ -21,9 +21,9 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
-from .cost import RNN_GATES
-from .modules import hooks, replace_submodule
-from .sparse_rnn_masks import rnn_modules, unit_rows
+from ..cost import RNN_GATES
+from ..modules import hooks, replace_submodule
+from .masks import rnn_modules, unit_rows
 
 __all__ = ["find_consumers", "shrink_units"]
 

@@ -25,8 +25,8 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError
 
-from .cost import RNN_GATES
-from .sparse_rnn_masks import rnn_modules
+from ..cost import RNN_GATES
+from .masks import rnn_modules
 
 __all__ = ["GRAPHS", "make_graph", "graph_properties", "graph_masks"]
 

@@ -1,21 +1,13 @@
-"""SortedNet: many nested sub-networks trained at once inside one model.
+"""The SortedNet supernet: a model wrapped so that every sub-network of its menu runs on shared weights.
 
-Implements Valipour, Rezagholizadeh et al., "SortedNet: A Scalable and Generalized Framework for
-Training Modular Deep Neural Networks", arXiv 2309.00255 (and Sorted LLaMA, arXiv 2309.08968).
-
-Sub-networks are prefixes: the first k channels of every coupled channel group (width), the first h
-attention heads, and the first d blocks of each stack of identical blocks (depth). A smaller
-sub-network's parameters are a subset of a larger one's. Each optimiser step runs a few sampled
-sub-networks on the same batch (the largest and the smallest always, as in the US-Nets "sandwich" rule,
-plus random ones), accumulates their gradients and steps once; the smaller ones can distil from the
-largest's logits. BatchNorm statistics are kept per sub-network (shared affine weights, private
-statistics) and recalibrated after training. Every sub-network extracts into a physically smaller
-dense module whose output equals the supernet's at that size.
+Part of SortedNet (arXiv 2309.00255; see :mod:`slimkit.compress.sortednet.method`). Sub-networks are
+prefixes: the first k channels of every coupled channel group (width), the first h attention heads, and
+the first d blocks of each stack of identical blocks (depth), found by :func:`slimkit.compress.graph.analyze`.
+:class:`SortedNet` trains them together (sandwich sampling, in-place distillation), keeps BatchNorm
+statistics per sub-network, and extracts each one into a dense module whose output equals the supernet's.
 
 Example:
-    >>> from slimkit import compress
-    >>> fam = compress.sortednet(model, train=train_loader, val=val_loader, widths=(0.25, 0.5, 1.0))
-    >>> sn = compress.SortedNet(model, example_input=x[:1], widths=(0.5, 1.0))
+    >>> sn = compress.SortedNet(model, example_input=x[:1], widths=(0.5, 1.0))  # doctest: +SKIP
     >>> with sn.use(width=0.5):
     ...     y = sn(x)
     >>> small = sn.extract(width=0.5)   # plain nn.Module, same output as y
@@ -26,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,88 +26,13 @@ from torch.utils.data import DataLoader
 
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
-from . import graph
-from .cost import count_macs, count_params
-from .family import Family, Variant, register_rebuilder
-from .reorder import sort_channels
-from .train import TASKS, evaluate, kd_loss, make_optimizer, progress_bar, set_seed, task_loss
+from .. import graph
+from ..family import Family, Variant, variant_config
+from ..reorder import sort_channels
+from ..train import evaluate, kd_loss, make_optimizer, progress_bar, set_seed, task_loss
+from .config import SortedNetConfig
 
-__all__ = ["SortedNetConfig", "SortedNet", "sortednet"]
-
-STRATEGIES = ("sandwich", "random", "all")
-
-
-def _fractions(name: str, values: Any) -> tuple[float, ...]:
-    try:
-        vals = tuple(sorted({float(v) for v in values}))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a sequence of fractions in (0, 1], got {values!r}") from None
-    if not vals or any(not 0 < v <= 1 for v in vals):
-        raise ConfigError(f"{name} must be a non-empty sequence of fractions in (0, 1], got {values!r}; "
-                          "e.g. (0.25, 0.5, 0.75, 1.0)")
-    return vals
-
-
-@dataclass
-class SortedNetConfig:
-    """Options of :func:`sortednet` (a JSON-serialisable recipe, stored with every variant).
-
-    Attributes:
-        widths: width fractions of every shrinkable channel group (the menu).
-        depths: fractions of each stack of identical blocks to keep, or None for no depth dimension.
-        epochs: passes over the training data.
-        lr: peak AdamW learning rate (one-cycle schedule).
-        weight_decay: AdamW weight decay.
-        strategy: sub-networks per step: ``"sandwich"`` (largest + smallest + random), ``"random"``
-            (largest + random), ``"all"`` (every sub-network, every step).
-        samples_per_step: sub-networks per step for ``sandwich``/``random``.
-        distill: the smaller sub-networks also learn from the largest's logits (in-place distillation).
-        kd_alpha: weight of that distillation term; temperature: its softmax temperature.
-        round_to: channel counts are rounded to multiples of this (hardware-friendly).
-        reorder: sort each group's channels by importance first, so prefixes hold the strongest ones.
-        calibration_batches: training batches used to recalibrate BatchNorm for each sub-network.
-        ignore: module names whose output channels stay full.
-        task: ``"classification"`` or ``"regression"``.
-        seed: seeds sampling, training and data order.
-    """
-
-    widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    depths: tuple[float, ...] | None = None
-    epochs: int = 10
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    strategy: str = "sandwich"
-    samples_per_step: int = 3
-    distill: bool = True
-    kd_alpha: float = 0.5
-    temperature: float = 2.0
-    round_to: int = 8
-    reorder: bool = True
-    calibration_batches: int = 20
-    ignore: tuple[str, ...] = ()
-    task: str = "classification"
-    seed: int = 0
-    version: int = field(default=1)
-
-    def __post_init__(self):
-        self.widths = _fractions("widths", self.widths)
-        if self.depths is not None:
-            self.depths = _fractions("depths", self.depths)
-        self.ignore = tuple(self.ignore)
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy={self.strategy!r} is not one of {STRATEGIES}")
-        if self.task not in TASKS:
-            raise ConfigError(f"task={self.task!r} is not one of {TASKS}")
-        for name in ("epochs", "samples_per_step", "round_to", "calibration_batches"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
-                raise ConfigError(f"{name} must be a positive int, got {v!r}")
-        if not 0 <= self.kd_alpha <= 1:
-            raise ConfigError(f"kd_alpha must be in [0, 1], got {self.kd_alpha!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+__all__ = ["SortedNet"]
 
 class _Sub:
     """One sub-network: a shrunk module skeleton, its index map, and its own BatchNorm statistics."""
@@ -152,7 +67,7 @@ class SortedNet(nn.Module):
     def __init__(self, model: nn.Module, *, example_input: torch.Tensor,
                  config: SortedNetConfig | None = None, **options):
         super().__init__()
-        self.config = config or SortedNetConfig(**options)
+        self.config = config or SortedNetConfig.from_options(**options)
         self.model = copy.deepcopy(model).eval()
         self.example_input = example_input.detach()[:2].clone()
         self.base = getattr(model, "slimkit_zoo", None)
@@ -309,59 +224,7 @@ class SortedNet(nn.Module):
             module = self.extract(width, depth)
             name = f"w{width:.2f}" + (f"-d{depth:.2f}" if self.config.depths else "")
             metrics = evaluate(module, val, task=self.config.task) if val is not None else {}
-            config = {"width": width, "depth": depth, **self.plan(width, depth),
-                      "sortednet": self.config.to_dict()}
+            config = variant_config(self.config, {"width": width, "depth": depth, **self.plan(width, depth)})
             variants.append(Variant.measure(name, module, self.example_input, metrics=metrics, config=config))
         return Family(variants, method="sortednet", example_input=self.example_input,
                       task=self.config.task, source=source, base=self.base)
-
-
-def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
-              widths=(0.25, 0.5, 0.75, 1.0), depths=None, epochs: int = 10,
-              example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-              **options) -> Family:
-    """Train nested sub-networks of ``model`` (SortedNet, arXiv 2309.00255) and return them as a Family.
-
-    Args:
-        model: a trained model whose forward takes one batch-first tensor (not modified).
-        train: loader of ``(inputs, targets)`` used for sorted training and BatchNorm calibration.
-        val: loader for each variant's metrics.
-        widths: width fractions; every coupled channel group (and attention heads) keeps that prefix.
-        depths: fractions of each stack of identical blocks to keep, or None.
-        epochs: training epochs (0 only slices and recalibrates).
-        example_input: one input batch; taken from ``train`` when omitted.
-        progress: show a progress bar.
-        seed: seeds everything.
-        **options: the rest of :class:`SortedNetConfig` (``lr``, ``strategy``, ``distill``, ...).
-
-    Returns:
-        A :class:`Family` with one variant per (width, depth), cheapest first, named ``w0.50`` (or
-        ``w0.50-d0.50`` with depths).
-
-    Example:
-        >>> fam = sortednet(model, train=splits.train, val=splits.val, widths=(0.25, 0.5, 1.0), epochs=5)
-        >>> fam.select(budget=0.3).name
-        'w0.50'
-    """
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(train, DataLoader):
-        raise ConfigError(f"train must be a torch DataLoader of (inputs, targets), got {type(train).__name__}")
-    if example_input is None:
-        example_input = next(iter(train))[0][:2]
-    config = SortedNetConfig(widths=widths, depths=depths, epochs=epochs, seed=seed, **options)
-    sn = SortedNet(model, example_input=example_input, config=config)
-    source = None
-    if val is not None:
-        # each of these restores the model's train/eval mode
-        source = {"params": count_params(model), "macs": count_macs(model, example_input),
-                  "metrics": evaluate(model, val, task=config.task)}
-    sn.fit(train, progress=progress)
-    return sn.family(val, source=source)
-
-
-@register_rebuilder("sortednet")
-def _rebuild(base: nn.Module, config: dict, example_input: torch.Tensor) -> nn.Module:
-    analysis = graph.analyze(base, example_input, ignore=tuple(config["sortednet"].get("ignore", ())))
-    small, _ = graph.shrink(base, example_input, analysis, keep=config["channels"], depth=config["blocks"])
-    return small

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .modules import hooks
-from .snnk_blocks import Block, SNNKBlock, block_io
-from .snnk_features import RandomFeatures
+from ..modules import hooks
+from .blocks import Block, SNNKBlock, block_io
+from .features import RandomFeatures
 
 __all__ = ["Stats", "block_samples", "collect_stats", "solve_ridge", "select_features"]
 

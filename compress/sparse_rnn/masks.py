@@ -22,7 +22,7 @@ from torch import nn
 
 from slimkit.runtime.errors import UnsupportedModelError
 
-from .cost import RNN_GATES
+from ..cost import RNN_GATES
 
 __all__ = ["RecurrentWeight", "recurrent_weights", "rnn_modules", "Masks", "magnitude_masks", "unit_masks",
            "cubic_schedule", "sparsity_of", "size_metrics"]

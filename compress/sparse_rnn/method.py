@@ -22,19 +22,19 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from slimkit.runtime.errors import ConfigError, UnsupportedModelError
+from slimkit.runtime.errors import UnsupportedModelError
 
-from .cost import count_macs, count_params
-from .family import Family, Variant, register_rebuilder
-from .sparse_rnn_graph import GRAPHS, graph_masks
-from .sparse_rnn_masks import (
+from ..family import Family, Variant, register_rebuilder, variant_config
+from ..preamble import prepare
+from ..train import evaluate, make_optimizer, progress_bar, set_seed, task_loss
+from .config import SparseRNNConfig
+from .masks import (
     Masks,
     cubic_schedule,
     magnitude_masks,
@@ -44,103 +44,10 @@ from .sparse_rnn_masks import (
     sparsity_of,
     unit_masks,
 )
-from .sparse_rnn_shrink import find_consumers, shrink_units
-from .train import TASKS, evaluate, make_optimizer, progress_bar, set_seed, task_loss
+from .random_graphs import graph_masks
+from .shrink import find_consumers, shrink_units
 
-__all__ = ["SparseRNNConfig", "sparse_rnn", "SCOPES", "PRUNE_SCHEDULES", "GRAPHS"]
-
-SCOPES = ("global", "layer", "gate")
-PRUNE_SCHEDULES = ("gradual", "oneshot")
-WEIGHT_KINDS = ("ih", "hh")
-
-
-@dataclass
-class SparseRNNConfig:
-    """Options of :func:`sparse_rnn` (a JSON-serialisable recipe, stored with every variant).
-
-    Attributes:
-        sparsities: one variant per value in [0, 1): the fraction of recurrent weights set to zero, or
-            with ``structured=True`` the fraction of hidden units removed.
-        schedule: ``"gradual"`` (cubic ramp over the first ``ramp`` of fine-tuning, ``prune_steps``
-            pruning steps) or ``"oneshot"`` (prune once, then fine-tune). Default: gradual, except with
-            ``graph`` (a fixed graph is applied once).
-        scope: magnitude threshold over all recurrent weights (``"global"``, class-blind), per weight
-            matrix (``"layer"``), or per gate block of each matrix (``"gate"``). Magnitude pruning only.
-        structured: remove whole hidden units instead of single weights.
-        graph: ``"watts_strogatz"`` or ``"barabasi_albert"``: the mask comes from a random graph.
-        weights: which recurrent matrices to prune: ``"ih"`` (input-to-hidden), ``"hh"`` (hidden-to-hidden).
-        epochs: fine-tuning epochs per variant (every variant starts from the dense model).
-        lr, weight_decay: AdamW, cosine decay from ``lr`` (a fine-tuning rate, lower than training).
-        ramp: fraction of the fine-tuning steps over which gradual pruning reaches the target.
-        prune_steps: pruning steps of the gradual schedule.
-        rewire_p: Watts-Strogatz rewiring probability (the thesis used 1.0: fully random graphs).
-        clip: gradient-norm clip (the thesis clipped at 5).
-        task: ``"classification"`` or ``"regression"``.
-        seed: seeds training, data order and graphs.
-    """
-
-    sparsities: tuple[float, ...] = (0.5, 0.8, 0.9)
-    schedule: str | None = None
-    scope: str = "global"
-    structured: bool = False
-    graph: str | None = None
-    weights: tuple[str, ...] = WEIGHT_KINDS
-    epochs: int = 5
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    ramp: float = 0.7
-    prune_steps: int = 10
-    rewire_p: float = 0.1
-    clip: float = 5.0
-    task: str = "classification"
-    seed: int = 0
-    version: int = field(default=1)
-
-    def __post_init__(self):
-        try:
-            vals = tuple(sorted({float(s) for s in self.sparsities}))
-        except (TypeError, ValueError):
-            raise ConfigError(f"sparsities must be a sequence of fractions in [0, 1), got {self.sparsities!r}") from None
-        bad = [s for s in vals if not 0.0 <= s < 1.0]
-        if not vals or bad:
-            raise ConfigError(f"sparsities must be fractions in [0, 1) (e.g. (0.5, 0.8, 0.9)), got "
-                              f"{self.sparsities!r}" + (f"; out of range: {bad}" if bad else ""))
-        self.sparsities = vals
-        if self.graph is not None and self.graph not in GRAPHS:
-            raise ConfigError(f"graph={self.graph!r} is not one of {GRAPHS} or None")
-        if self.schedule is None:
-            self.schedule = "oneshot" if self.graph else "gradual"
-        if self.schedule not in PRUNE_SCHEDULES:
-            raise ConfigError(f"schedule={self.schedule!r} is not one of {PRUNE_SCHEDULES}")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"scope={self.scope!r} is not one of {SCOPES}")
-        if self.graph and self.structured:
-            raise ConfigError("graph= and structured=True exclude each other: a graph masks single "
-                              "connections, structured pruning removes whole units")
-        if self.graph and self.schedule != "oneshot":
-            raise ConfigError(f"schedule={self.schedule!r} with graph={self.graph!r}: a graph mask is fixed and "
-                              "applied once; leave schedule unset (or 'oneshot')")
-        if (self.graph or self.structured) and self.scope != "global":
-            raise ConfigError(f"scope={self.scope!r} applies to magnitude pruning only; with "
-                              f"{'graph' if self.graph else 'structured=True'} leave scope='global'")
-        self.weights = tuple(self.weights)
-        if not self.weights or any(w not in WEIGHT_KINDS for w in self.weights):
-            raise ConfigError(f"weights={self.weights!r}: pass a non-empty subset of {WEIGHT_KINDS}")
-        if self.task not in TASKS:
-            raise ConfigError(f"task={self.task!r} is not one of {TASKS}")
-        for name in ("epochs", "prune_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "epochs" else 1):
-                raise ConfigError(f"{name}={v!r}: pass an int >= {0 if name == 'epochs' else 1}")
-        if not 0.0 < self.ramp <= 1.0:
-            raise ConfigError(f"ramp={self.ramp!r}: pass a fraction in (0, 1]")
-        if not 0.0 <= self.rewire_p <= 1.0:
-            raise ConfigError(f"rewire_p={self.rewire_p!r}: pass a probability in [0, 1]")
-        if not self.clip > 0:
-            raise ConfigError(f"clip={self.clip!r}: pass a positive gradient-norm limit such as 5.0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["sparse_rnn", "rebuild"]
 
 
 def _events(cfg: SparseRNNConfig, target: float, total: int) -> dict[int, float]:
@@ -208,7 +115,8 @@ def _variant(model: nn.Module, cfg: SparseRNNConfig, s: float, train: DataLoader
              example: torch.Tensor, progress: bool) -> Variant:
     m = copy.deepcopy(model).eval()
     weights = recurrent_weights(m, cfg.weights)
-    config: dict[str, Any] = {"sparsity": s, "sparse_rnn": cfg.to_dict()}
+    shape: dict[str, Any] = {"sparsity": s}
+    info: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     if cfg.structured:
         kept: dict[str, list[list[int]]] = {}
@@ -236,7 +144,7 @@ def _variant(model: nn.Module, cfg: SparseRNNConfig, s: float, train: DataLoader
         consumers = find_consumers(m, kept, example)
         small = shrink_units(m, kept, consumers).eval()
         _check_equal(small, m, example)
-        config.update(units=kept, consumers=consumers,
+        shape.update(units=kept, consumers=consumers,
                       hidden_size={n: r.hidden_size for n, r in rnn_modules(small).items()})
         h_old = sum(r.hidden_size for r in rnn_modules(m).values())
         metrics["units_removed"] = 1.0 - sum(r.hidden_size for r in rnn_modules(small).values()) / h_old
@@ -244,14 +152,14 @@ def _variant(model: nn.Module, cfg: SparseRNNConfig, s: float, train: DataLoader
     else:
         metrics["sparsity"] = sparsity_of(m, weights)
         if cfg.graph:
-            config["graphs"] = records
+            info["graphs"] = records
             for key in ("avg_degree", "clustering", "path_length", "density"):
                 metrics[f"graph_{key}"] = sum(r[key] for r in records) / max(len(records), 1)
     if val is not None:
         metrics.update(evaluate(m, val, task=cfg.task))
     metrics.update(size_metrics(m))
     name = f"{'u' if cfg.structured else 's'}{s:.2f}"
-    v = Variant.measure(name, m, example, metrics=metrics, config=config)
+    v = Variant.measure(name, m, example, metrics=metrics, config=variant_config(cfg, shape, info))
     if not cfg.structured:
         v.params = int(metrics["nonzero_params"])  # zeros are not parameters a sparse format stores
     return v
@@ -261,7 +169,7 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
                sparsities=(0.5, 0.8, 0.9), schedule: str | None = None, scope: str = "global",
                structured: bool = False, graph: str | None = None, epochs: int = 5,
                example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-               **options) -> Family:
+               config: SparseRNNConfig | None = None, **options) -> Family:
     """Prune the recurrent layers of ``model`` to each sparsity (Darji, arXiv 2407.20601; Zhu & Gupta,
     arXiv 1710.01878) and return one fine-tuned variant per sparsity.
 
@@ -279,6 +187,7 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show a progress bar.
         seed: seeds everything.
+        config: a whole :class:`SparseRNNConfig` instead of the keyword options.
         **options: the rest of :class:`SparseRNNConfig` (``lr``, ``weights``, ``ramp``, ``rewire_p``, ...).
 
     Returns:
@@ -297,35 +206,25 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
         >>> round(fam["s0.80"].metrics["sparsity"], 3)
         0.8
     """
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(train, DataLoader):
-        raise ConfigError(f"train must be a torch DataLoader of (inputs, targets), got {type(train).__name__}")
-    known = set(SparseRNNConfig.__dataclass_fields__) - {"version"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"sparse_rnn got unknown options {unknown}; options are {sorted(known)}")
-    cfg = SparseRNNConfig(sparsities=sparsities, schedule=schedule, scope=scope, structured=structured,
-                          graph=graph, epochs=epochs, seed=seed, **options)
-    rnn_modules(model)  # raises for a model without recurrent layers
-    if example_input is None:
-        example_input = next(iter(train))[0][:2]
-    with torch.no_grad():
-        out = copy.deepcopy(model).eval()(example_input)
-    if not isinstance(out, torch.Tensor):
-        raise UnsupportedModelError(f"{type(model).__name__} returns {type(out).__name__}; sparse_rnn needs a "
-                                    "forward that returns one tensor (wrap the RNN in a module with a head)")
-    source = {"params": count_params(model), "macs": count_macs(model, example_input),
-              "metrics": evaluate(model, val, task=cfg.task) if val is not None else {}}
-    source["metrics"].update(size_metrics(model))
-    variants = [_variant(model, cfg, s, train, val, example_input, progress) for s in cfg.sparsities]
-    return Family(variants, method="sparse_rnn", example_input=example_input, task=cfg.task, source=source,
-                  base=getattr(model, "slimkit_zoo", None))
+    cfg = SparseRNNConfig.resolve(config, dict(sparsities=sparsities, schedule=schedule, scope=scope,
+                                               structured=structured, graph=graph, epochs=epochs, seed=seed),
+                                  options)
+    prep = prepare("sparse_rnn", model, train=train, val=val, example_input=example_input, seed=cfg.seed,
+                   task=cfg.task, applies=rnn_modules)  # rnn_modules raises for a model without recurrent layers
+    source = prep.source
+    source["metrics"].update(size_metrics(prep.model))
+    variants = [_variant(prep.model, cfg, s, train, val, prep.example_input, progress) for s in cfg.sparsities]
+    return Family(variants, method="sparse_rnn", example_input=prep.example_input, task=cfg.task, source=source,
+                  base=prep.base)
 
 
 @register_rebuilder("sparse_rnn")
-def _rebuild(base: nn.Module, config: dict, example_input: torch.Tensor) -> nn.Module:
-    if "units" in config:
-        return shrink_units(base, config["units"], config.get("consumers", {}))
+def rebuild(base: nn.Module, config: dict, example_input: torch.Tensor) -> nn.Module:
+    """The module of a saved sparse-RNN variant (its weights still to load), from the base model: the
+    dense shapes, or the smaller RNN when hidden units were removed."""
+    SparseRNNConfig.from_dict(config["recipe"])  # refuses a recipe this slimkit cannot read
+    shape = config["shape"]
+    if "units" in shape:
+        return shrink_units(base, shape["units"], shape.get("consumers", {}))
     return copy.deepcopy(base)
 

@@ -1,7 +1,7 @@
 """SNNK blocks: finding a model's MLP blocks, the bundled SNNK module that replaces one, and the surgery.
 
 Part of the SNNK method (Sehanobish, Choromanski et al., "Scalable Neural Network Kernels", ICLR 2024,
-arXiv 2310.13225; see :mod:`slimkit.compress.snnk`).
+arXiv 2310.13225; see :mod:`slimkit.compress.snnk.method`).
 
 **Finding blocks** traces one forward with hooks on every module (not the channel-dependency graph):
 a chain is a sequence of calls ``Linear, activation, [Dropout...], Linear, ...`` where each call's input
@@ -30,8 +30,8 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
-from .modules import hooks, replace_submodule
-from .snnk_features import RandomFeatures
+from ..modules import hooks, replace_submodule
+from .features import RandomFeatures
 
 __all__ = ["Block", "SNNKBlock", "find_blocks", "default_blocks", "replace_block", "block_io", "snnk_module",
            "block_as_module", "build_block", "calibrate_scales", "init_from_weights", "linears_of", "unsupported"]
@@ -268,7 +268,7 @@ class SNNKBlock(nn.Module):
     """A bundled SNNK block: ``y = theta @ phi_L(... phi_1(x)) + bias`` over the last dim.
 
     Only ``theta`` (``out x m``) and ``bias`` are parameters; each ``phi_k`` is a
-    :class:`~slimkit.compress.snnk_features.RandomFeatures` whose projection is a buffer regenerable
+    :class:`~slimkit.compress.snnk.features.RandomFeatures` whose projection is a buffer regenerable
     from ``seed``. Exports to ONNX as MatMul / elementwise ops.
 
     Example:

@@ -1,5 +1,5 @@
-"""The student side of N2N: configuration, building students from the teacher, scoring them, the layer
-tables the policies read, and the projection of sampled actions onto the budget (see ``n2n.py``)."""
+"""The student side of N2N: building students from the teacher, scoring them, the layer tables the policies
+read, and the projection of sampled actions onto the budget (see :mod:`.method`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,68 +16,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slimkit.policies import INVALID_REWARD, LAYER_TYPES, normalize_table, reward
-from slimkit.policies.reinforce import DEFAULT_LR
-from slimkit.runtime.errors import ConfigError
 
-from . import graph
-from .cost import count_macs, count_params
-from .train import evaluate, fit
+from .. import graph
+from ..cost import count_macs, count_params
+from ..train import evaluate, fit
+from .config import N2NConfig
 
-__all__ = ["N2NConfig", "COSTS", "RATIOS"]
-
-COSTS = ("params", "macs")
-RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
+__all__ = ["Student", "Search"]
 
 @dataclass
-class N2NConfig:
-    """Options of :func:`n2n` (stored with every variant as its recipe)."""
+class Student:
+    """One scored student: its architecture, cost ratios to the teacher, validation accuracy and reward."""
 
-    cost: str = "params"
-    budget: dict[str, float] = field(default_factory=dict)
-    custom_cost: str = ""  # the name of a user cost function (e.g. "latency"), when one is given
-    iterations: int = 10
-    rollouts: int = 5
-    epochs: int = 1
-    final_epochs: int = 5
-    max_variants: int = 6
-    ratios: tuple[float, ...] = RATIOS
-    round_to: int = 8  # channel counts are multiples of this (groups smaller than 2x it: any count)
-    fill: bool = True  # after projection, widen the sampled shape to exact channel counts that use up the budget
-    rerank: int = 0  # >0: final-train the this many best students by search reward, return their Pareto set
-    lr: float = 3e-3
-    policy_lr: float = DEFAULT_LR  # why this value: slimkit.policies.reinforce
-    seed: int = 0
-    version: int = 1
-
-    def __post_init__(self):
-        names = COSTS + ((self.custom_cost,) if self.custom_cost else ())
-        if self.cost not in names:
-            raise ConfigError(f"cost={self.cost!r} is not one of {names}; or pass a callable module -> cost, "
-                              "e.g. slimkit.export.latency_cost(example_input)")
-        if not isinstance(self.budget, dict):
-            raise ConfigError(f"budget must be a dict such as {{'params': 0.2}}, got {self.budget!r}")
-        for k, v in self.budget.items():
-            if k not in names or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise ConfigError(f"budget {{{k!r}: {v!r}}}: keys must be in {names} and values fractions of "
-                                  "the teacher's cost in (0, 1], e.g. {'params': 0.2}")
-        if not isinstance(self.fill, bool):
-            raise ConfigError(f"fill must be True or False, got {self.fill!r}")
-        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
-            raise ConfigError(f"rerank must be an int >= 0 (0: final-train the Pareto spread), got {self.rerank!r}")
-        for name in ("iterations", "rollouts", "final_epochs", "max_variants", "round_to"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ConfigError(f"epochs must be an int >= 0, got {self.epochs!r}")
-        self.ratios = tuple(sorted(float(r) for r in self.ratios))
-        if not self.ratios or self.ratios[-1] != 1.0 or self.ratios[0] <= 0:
-            raise ConfigError(f"ratios must be fractions in (0, 1] that include 1.0, got {self.ratios}")
-
-
-@dataclass
-class _Student:
     arch: dict
     cost: dict[str, float]       # ratio to the teacher per cost name
     accuracy: float = float("nan")
@@ -85,18 +35,27 @@ class _Student:
     error: str | None = None
 
 
-class _Search:
-    """Builds, trains and scores students of one teacher; caches them by architecture."""
+class Search:
+    """Builds, trains and scores students of one teacher; caches them by architecture.
+
+    Args:
+        teacher: the teacher with channels sorted by importance (a copy of the user's model).
+        x: the example input; train, val: the loaders students are distilled on and scored on.
+        config: the search's options; progress: show progress.
+        measure: the user's cost function (named ``config.custom_cost``), if any.
+        teacher_acc: the teacher's validation accuracy when already measured (else measured here).
+    """
 
     def __init__(self, teacher: nn.Module, x: torch.Tensor, train: DataLoader, val: DataLoader,
-                 config: N2NConfig, progress: bool, measure: Callable[[nn.Module], float] | None = None):
+                 config: N2NConfig, progress: bool, measure: Callable[[nn.Module], float] | None = None,
+                 teacher_acc: float | None = None):
         self.teacher = teacher  # channels already sorted by importance (a copy of the user's model)
         self.x, self.train, self.val, self.cfg, self.progress = x, train, val, config, progress
         self.measure = measure  # the user's cost function, named config.custom_cost
         self.analysis = graph.analyze(teacher, x)
         self.teacher_cost = self._absolute(teacher)
-        self.teacher_acc = evaluate(teacher, val)["accuracy"]
-        self.cache: dict[str, _Student] = {}
+        self.teacher_acc = evaluate(teacher, val)["accuracy"] if teacher_acc is None else teacher_acc
+        self.cache: dict[str, Student] = {}
         self.costs: dict[str, dict[str, float]] = {}
 
     # -- architectures ----------------------------------------------------------------------------------
@@ -112,19 +71,19 @@ class _Search:
                               strict=False)
         return small
 
-    def score(self, arch: dict) -> _Student:
+    def score(self, arch: dict) -> Student:
         k = self.key(arch)
         if k in self.cache:
             return self.cache[k]
         try:
             student = self.build(arch)
         except Exception as e:  # an invalid sampled student scores -1; the search goes on
-            st = _Student(arch, {}, error=f"{type(e).__name__}: {e}")
+            st = Student(arch, {}, error=f"{type(e).__name__}: {e}")
             self.cache[k] = st
             return st
         cost = self._cost(student)
         self.costs[k] = cost
-        st = _Student(arch, cost)
+        st = Student(arch, cost)
         over = max((cost[n] / b for n, b in self.cfg.budget.items()), default=0.0)
         if over > 1.0:  # over budget: never trained, scored below every valid student
             st.reward = max(INVALID_REWARD, -min(1.0, over - 1.0))
@@ -229,7 +188,7 @@ class _Search:
             return None  # invalid: the projected student stands
         return at(lo)
 
-    def anchor(self) -> _Student:
+    def anchor(self) -> Student:
         """AMC-style warm start: score the budget-meeting uniformly shrunk student (nothing removed, every
         group at the same exact width) before the search samples anything."""
         return self.score(self.fit_budget([], None))

@@ -1,0 +1,141 @@
+"""The one preamble every compression method runs before its own work.
+
+:func:`prepare` does what all five entry functions (``sortednet``, ``n2n``, ``snnk``, ``sparse_rnn``,
+``boost``) need first, so that each refuses bad input the same way, with the same message, before any
+training:
+
+1. ``model`` is an ``nn.Module`` the method applies to (its own check); ``train`` (and ``val`` when given, or when the method needs it) is a
+   non-empty ``DataLoader`` of ``(inputs, targets)``;
+2. the example input: ``example_input`` when given, else the first two rows of ``train``'s first batch;
+3. seeding (:func:`slimkit.compress.train.set_seed`);
+4. a deep copy of the model in eval mode (the user's model is never modified), which must run on the
+   example input and return one tensor;
+5. the source's measures: parameters, MACs per sample and, with ``val``, its metrics.
+
+Example:
+    >>> from slimkit.compress import data, zoo
+    >>> from slimkit.compress.preamble import prepare
+    >>> splits = data.sklearn_dataset("wine")
+    >>> prep = prepare("sortednet", zoo.MLP(in_features=13, num_classes=3), train=splits.train,
+    ...                val=splits.val)
+    >>> sorted(prep.source)
+    ['macs', 'metrics', 'params']
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from slimkit.runtime.errors import ConfigError, UnsupportedModelError
+
+from .config import check_int
+from .cost import count_macs, count_params
+from .train import device_of, evaluate, set_seed
+
+__all__ = ["Prepared", "prepare", "check_loader"]
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` hands a method.
+
+    Attributes:
+        model: a deep copy of the user's model in eval mode, on the user's device (the method's to change).
+        example_input: a batch-first input on the model's device.
+        source: ``{"params", "macs", "metrics"}`` of the user's model (``metrics`` empty without ``val``).
+        base: how to rebuild the model without the user (the zoo recipe), or None.
+    """
+
+    model: nn.Module
+    example_input: torch.Tensor
+    source: dict[str, Any]
+    base: dict | None
+
+
+def check_loader(name: str, loader: Any, *, required: bool = True) -> None:
+    """Refuse anything but a non-empty ``DataLoader`` (``None`` too, when ``required``)."""
+    if loader is None and not required:
+        return
+    if not isinstance(loader, DataLoader):
+        raise ConfigError(f"{name} must be a torch DataLoader of (inputs, targets), got {type(loader).__name__}")
+    try:
+        empty = len(loader) == 0
+    except TypeError:  # an IterableDataset without __len__: look at the first batch
+        empty = next(iter(loader), None) is None
+    if empty:
+        raise ConfigError(f"the {name} loader is empty; pass a loader over a non-empty dataset")
+
+
+def _first_input(train: DataLoader) -> torch.Tensor:
+    batch = next(iter(train))
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ConfigError(f"the train loader must yield (inputs, targets) pairs, got a {type(batch).__name__}; "
+                          "wrap your dataset so that each item is (input, target)")
+    if not isinstance(batch[0], torch.Tensor):
+        raise ConfigError(f"the train loader's inputs must be tensors, got {type(batch[0]).__name__}; "
+                          "pass example_input= a tensor the model accepts")
+    return batch[0][:2]
+
+
+def prepare(method: str, model: Any, *, train: Any, val: Any = None, example_input: Any = None,
+            seed: int = 0, task: str = "classification", val_required: bool = False,
+            applies: Callable[[nn.Module], Any] | None = None) -> Prepared:
+    """Check the inputs of a compression method, take the example input, seed, copy and measure the model.
+
+    Args:
+        method: the calling method's name (used in messages).
+        model: the user's trained model (not modified).
+        train: loader of ``(inputs, targets)``.
+        val: loader of ``(inputs, targets)`` for the source's metrics, or None.
+        example_input: one input batch; default: the first two rows of ``train``'s first batch.
+        seed: seeds Python, NumPy and PyTorch (after the example is taken).
+        task: ``"classification"`` or ``"regression"`` (how the source's metrics are computed).
+        val_required: the method scores candidates on ``val`` and cannot run without it.
+        applies: the method's own check that it can handle this model (raises
+            :class:`UnsupportedModelError` naming the reason), run on the user's model right after the type
+            checks, before the model is copied or run.
+
+    Raises:
+        ConfigError: a model that is not an ``nn.Module``, a loader that is not a non-empty
+            ``DataLoader``, an example input that is not a tensor or that the model does not run on.
+        UnsupportedModelError: the model does not return one tensor.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{method}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if applies is not None:
+        applies(model)
+    check_loader("train", train)
+    if val is None and val_required:
+        raise ConfigError(f"{method} scores its candidates on a validation split: pass val= a DataLoader of "
+                          "(inputs, targets) (never the test set)")
+    check_loader("val", val, required=False)
+    check_int("seed", seed, 0)
+    if example_input is None:
+        example_input = _first_input(train)
+    elif not isinstance(example_input, torch.Tensor):
+        raise ConfigError(f"example_input must be a torch.Tensor (one input batch), got "
+                          f"{type(example_input).__name__}")
+    set_seed(seed)
+    work = copy.deepcopy(model).eval()
+    x = example_input.detach().to(device_of(work))
+    try:
+        with torch.no_grad():
+            out = work(x)
+    except Exception as e:
+        raise ConfigError(f"the model does not run on example_input of shape {tuple(x.shape)} "
+                          f"({type(e).__name__}: {e}); pass an example_input the model accepts") from e
+    if not isinstance(out, torch.Tensor):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} returns {type(out).__name__}; slimkit needs a model whose forward returns "
+            "one tensor (wrap it so that it does)")
+    source: dict[str, Any] = {"params": count_params(work), "macs": count_macs(work, x), "metrics": {}}
+    if val is not None:
+        source["metrics"] = evaluate(work, val, task=task)
+    return Prepared(work, x, source, getattr(model, "slimkit_zoo", None))
