@@ -8,6 +8,7 @@ per variant (no pickled modules); ``Family.load`` rebuilds each module from the 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from slimkit.runtime.budget import pick_by_budget
 from slimkit.runtime.errors import ConfigError, SlimkitError, VariantError
 
 from .cost import count_macs, count_params
+from .outputs import Output, output_to_json, select_output, selector_of
 
 __all__ = ["Variant", "Family", "register_rebuilder", "variant_config", "upgrade_variant_config"]
 
@@ -139,6 +141,11 @@ class Family:
         return [v.name for v in self.variants]
 
     @property
+    def output(self) -> Output:
+        """The ``output=`` selector the variants were made with (their forward returns that tensor), or None."""
+        return selector_of(self.largest.model)
+
+    @property
     def largest(self) -> Variant:
         return self.variants[-1]
 
@@ -171,7 +178,7 @@ class Family:
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``family.json`` and one ``<variant>.safetensors`` per variant, atomically."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_model
 
         path = Path(path)
         if path.exists() and any(path.iterdir()):
@@ -181,14 +188,14 @@ class Family:
         try:
             recipe = {
                 "format": FAMILY_FORMAT, "version": FAMILY_VERSION, "method": self.method,
-                "task": self.task, "source": self.source, "base": self.base,
+                "task": self.task, "source": self.source, "base": self.base, "adapt": self._adapt_record(),
                 "example_input": {"shape": list(self.example_input.shape),
                                   "dtype": str(self.example_input.dtype).removeprefix("torch.")},
                 "variants": [],
             }
             for v in self.variants:
-                state = {k: t.detach().contiguous() for k, t in v.model.state_dict().items()}
-                save_file(state, str(tmp / f"{v.name}.safetensors"))
+                # one copy of tied weights (GPT-2's lm_head and wte); load_model ties them back
+                save_model(v.model, str(tmp / f"{v.name}.safetensors"), force_contiguous=True)
                 recipe["variants"].append({"name": v.name, "params": v.params, "macs": v.macs,
                                            "metrics": v.metrics, "config": v.config,
                                            "weights": f"{v.name}.safetensors"})
@@ -201,11 +208,20 @@ class Family:
             raise
         return path
 
+    def _adapt_record(self) -> dict | None:
+        """How the methods adapted the base model (:func:`slimkit.compress.preamble.adapt`), as JSON."""
+        model = self.largest.model
+        if not hasattr(model, "slimkit_adapt") and self.output is None:
+            return None
+        return {"output": output_to_json(self.output),
+                "explicit": bool(getattr(model, "slimkit_adapt", {}).get("explicit"))}
+
     @classmethod
-    def load(cls, path: str | os.PathLike, model: nn.Module | None = None) -> Family:
+    def load(cls, path: str | os.PathLike, model: nn.Module | None = None, *, output: Output = None) -> Family:
         """Rebuild a saved family. ``model`` is the base model the family was made from; it may be
-        omitted when that model came from ``slimkit.compress.zoo``."""
-        from safetensors.torch import load_file
+        omitted when that model came from ``slimkit.compress.zoo``. ``output`` is the ``output=`` selector
+        the family was made with; needed only when that was a function (a name or an index is saved)."""
+        from safetensors.torch import load_model
 
         path = Path(path)
         meta_file = path / "family.json"
@@ -221,6 +237,7 @@ class Family:
             from .zoo import build
 
             model = build(meta["base"]["name"], **meta["base"].get("kwargs", {}))
+        model = _adapted(model, meta.get("adapt"), output, path)
         method = meta["method"]
         if method not in _REBUILDERS:
             import importlib
@@ -233,8 +250,23 @@ class Family:
         for rec in meta["variants"]:
             config = upgrade_variant_config(method, rec["config"])
             module = rebuild(model, config, example)
-            module.load_state_dict(load_file(str(path / rec["weights"])))
+            load_model(module, str(path / rec["weights"]))
             module.eval()
             variants.append(Variant(rec["name"], module, rec["params"], rec["macs"], rec["metrics"], config))
         return cls(variants, method=method, example_input=example, task=meta["task"],
                    source=meta["source"], base=meta["base"])
+
+
+def _adapted(model: nn.Module, record: dict | None, output: Output, path: Path) -> nn.Module:
+    """The base model adapted as the methods adapted it when the family was made (families saved before
+    adaptation existed have no record: the model is used as it is)."""
+    saved = (record or {}).get("output")
+    if isinstance(saved, dict) and output is None:
+        raise ConfigError(f"{path} was made with output={saved['function']} (a function, which is not saved); "
+                          "pass it again: Family.load(path, model, output=that_function)")
+    chosen = output if output is not None else saved
+    if record and record.get("explicit"):
+        from .preamble import adapt
+
+        return adapt(model, output=chosen)
+    return select_output(copy.deepcopy(model), chosen) if chosen is not None else model

@@ -8,8 +8,10 @@ training:
    non-empty ``DataLoader`` of ``(inputs, targets)``;
 2. the example input: ``example_input`` when given, else the first two rows of ``train``'s first batch;
 3. seeding (:func:`slimkit.compress.train.set_seed`);
-4. a deep copy of the model in eval mode (the user's model is never modified), which must run on the
-   example input and return one tensor;
+4. a deep copy of the model in eval mode (the user's model is never modified), made ready for the methods
+   by :func:`adapt`: stock Transformer layers rewritten into explicit modules
+   (:func:`slimkit.compress.surgery.make_explicit`) and the output selected (``output=``,
+   :func:`slimkit.compress.outputs.select_output`); it must run on the example input and return one tensor;
 5. the source's measures: parameters, MACs per sample and, with ``val``, its metrics.
 
 Example:
@@ -33,13 +35,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from slimkit.runtime.errors import ConfigError, UnsupportedModelError
+from slimkit.runtime.errors import ConfigError
 
 from .config import check_int
 from .cost import count_macs, count_params
+from .outputs import Output, check_output, pick, select_output
+from .surgery import make_explicit
 from .train import device_of, evaluate, set_seed
 
-__all__ = ["Prepared", "prepare", "check_loader"]
+__all__ = ["Prepared", "prepare", "check_loader", "adapt"]
 
 
 @dataclass
@@ -84,9 +88,21 @@ def _first_input(train: DataLoader) -> torch.Tensor:
     return batch[0][:2]
 
 
+def adapt(model: nn.Module, *, output: Output = None) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, ready for the methods: its stock Transformer layers made
+    explicit (:func:`~slimkit.compress.surgery.make_explicit`) and the tensor ``output`` selects returned
+    (:func:`~slimkit.compress.outputs.select_output`). Module names the surgery does not touch and
+    state-dict keys outside the rewritten attention layers are the user's. ``Family.load`` adapts the base
+    model the same way before rebuilding variants (the copy records ``slimkit_adapt``)."""
+    work, _ = make_explicit(copy.deepcopy(model).eval())
+    work = select_output(work, output)
+    work.slimkit_adapt = {"explicit": True}  # type: ignore[assignment]
+    return work
+
+
 def prepare(method: str, model: Any, *, train: Any, val: Any = None, example_input: Any = None,
             seed: int = 0, task: str = "classification", val_required: bool = False,
-            applies: Callable[[nn.Module], Any] | None = None) -> Prepared:
+            applies: Callable[[nn.Module], Any] | None = None, output: Output = None) -> Prepared:
     """Check the inputs of a compression method, take the example input, seed, copy and measure the model.
 
     Args:
@@ -101,11 +117,15 @@ def prepare(method: str, model: Any, *, train: Any, val: Any = None, example_inp
         applies: the method's own check that it can handle this model (raises
             :class:`UnsupportedModelError` naming the reason), run on the user's model right after the type
             checks, before the model is copied or run.
+        output: which tensor of the model's output to compress when it returns more than one (a
+            ``ModelOutput``, dict or tuple): a key or attribute name (``"logits"``), an index, or a
+            function ``out -> tensor`` (see :mod:`slimkit.compress.outputs`).
 
     Raises:
         ConfigError: a model that is not an ``nn.Module``, a loader that is not a non-empty
             ``DataLoader``, an example input that is not a tensor or that the model does not run on.
-        UnsupportedModelError: the model does not return one tensor.
+        UnsupportedModelError: the model does not return one tensor and ``output`` selects none (the
+            message names the selector to pass).
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{method}: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -117,13 +137,14 @@ def prepare(method: str, model: Any, *, train: Any, val: Any = None, example_inp
                           "(inputs, targets) (never the test set)")
     check_loader("val", val, required=False)
     check_int("seed", seed, 0)
+    check_output(output)
     if example_input is None:
         example_input = _first_input(train)
     elif not isinstance(example_input, torch.Tensor):
         raise ConfigError(f"example_input must be a torch.Tensor (one input batch), got "
                           f"{type(example_input).__name__}")
     set_seed(seed)
-    work = copy.deepcopy(model).eval()
+    work = adapt(model, output=None)
     x = example_input.detach().to(device_of(work))
     try:
         with torch.no_grad():
@@ -131,10 +152,8 @@ def prepare(method: str, model: Any, *, train: Any, val: Any = None, example_inp
     except Exception as e:
         raise ConfigError(f"the model does not run on example_input of shape {tuple(x.shape)} "
                           f"({type(e).__name__}: {e}); pass an example_input the model accepts") from e
-    if not isinstance(out, torch.Tensor):
-        raise UnsupportedModelError(
-            f"{type(model).__name__} returns {type(out).__name__}; slimkit needs a model whose forward returns "
-            "one tensor (wrap it so that it does)")
+    pick(out, output, type(model).__name__)  # refuses, naming the selector to pass
+    work = select_output(work, output)
     source: dict[str, Any] = {"params": count_params(work), "macs": count_macs(work, x), "metrics": {}}
     if val is not None:
         source["metrics"] = evaluate(work, val, task=task)

@@ -75,6 +75,8 @@ CASES = {
     "example is not a tensor": lambda m, tr, va, bad: dict(model=m, train=tr, val=va, example_input=[1.0, 2.0]),
     "model fails on the example": lambda m, tr, va, bad: dict(model=m, train=tr, val=va, example_input=bad),
     "model returns a tuple": lambda m, tr, va, bad: dict(model=Pair(m), train=tr, val=va),
+    "output selects nothing": lambda m, tr, va, bad: dict(model=Pair(m), train=tr, val=va, output="logits"),
+    "output is not a selector": lambda m, tr, va, bad: dict(model=m, train=tr, val=va, output=1.5),
     "unknown option": lambda m, tr, va, bad: dict(model=m, train=tr, val=va, learning_rate=0.1),
     "bad seed": lambda m, tr, va, bad: dict(model=m, train=tr, val=va, seed=-1),
 }
@@ -107,11 +109,26 @@ def test_the_refusals_name_what_was_received_and_what_to_do(setups):
         (dict(model="resnet", train=tr), "model must be a torch.nn.Module, got str"),
         (dict(model=m, train=_empty_like(tr)), "the train loader is empty; pass a loader over a non-empty dataset"),
         (dict(model=m, train=tr, example_input=bad), r"does not run on example_input of shape \(2, 7\)"),
-        (dict(model=Pair(m), train=tr), "Pair returns tuple; slimkit needs a model whose forward returns one tensor"),
+        (dict(model=Pair(m), train=tr), r"Pair returns tuple of 2 \(tensors at 0, 1\); slimkit compresses one output "
+                                        "tensor: pass output=0 to use that one"),
+        (dict(model=Pair(m), train=tr, output="logits"), "output='logits' does not apply to what Pair returns"),
     ]
     for kw, match in cases:
         with pytest.raises((ConfigError, UnsupportedModelError), match=match):
             fn(kw.pop("model"), progress=False, epochs=0, **kw)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_takes_an_output_selector(setups, method):
+    # the same model returning (logits, logits): an index, or a function, selects the tensor to compress
+    m, tr, va, _bad = setups[method]
+    fn = METHODS[method][0]
+    x = next(iter(va))[0][:3]
+    for output in (0, lambda out: out[1]):
+        fam = fn(Pair(m), train=tr, val=va, progress=False, output=output, **FAST[method])
+        assert fam.output is output
+        for v in fam:
+            assert isinstance(v.model, Pair) and isinstance(v.model(x), torch.Tensor)
 
 
 def test_n2n_needs_a_validation_split(setups):

@@ -33,6 +33,7 @@ from slimkit.runtime.errors import ConfigError
 
 from ..family import Family, Variant, register_rebuilder, variant_config
 from ..modules import replace_submodule
+from ..outputs import Output
 from ..preamble import prepare
 from ..train import device_of, evaluate
 from .booster import Booster, boosted_head
@@ -45,7 +46,7 @@ __all__ = ["boost", "rebuild"]
 def boost(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, head: str | None = None,
           stages: int = 10, units: int = 8, shrinkage: float = 0.3, subsample: float = 0.5,
           task: str = "classification", example_input: torch.Tensor | None = None, progress: bool = True,
-          seed: int = 0, config: BoostConfig | None = None, **options) -> Family:
+          seed: int = 0, output: Output = None, config: BoostConfig | None = None, **options) -> Family:
     """Replace ``model``'s head by a gradient-boosted hidden layer (GBNN, arXiv 1909.12098).
 
     The backbone (everything but the head) is frozen and shared by all variants; the head's inputs are
@@ -63,6 +64,9 @@ def boost(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
         task: ``"classification"`` (softmax cross-entropy) or ``"regression"`` (MSE).
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show a progress bar over the stages; seed: seeds initialisation and subsampling.
+        output: which tensor of the model's output to compress when it returns a ``ModelOutput``, dict or
+            tuple: a key or attribute name (``"logits"``), an index, or a function ``out -> tensor``;
+            every variant then returns that tensor (see :mod:`slimkit.compress.outputs`).
         config: a whole :class:`BoostConfig` instead of the keyword options.
         **options: the rest of :class:`BoostConfig` (``activation``, ``max_iter``, ``l2``, ``stage_counts``).
 
@@ -84,7 +88,8 @@ def boost(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
     config = BoostConfig.resolve(config, dict(stages=stages, units=units, shrinkage=shrinkage, subsample=subsample,
                                               task=task, head=head, seed=seed), options)
     task, seed = config.task, config.seed
-    prep = prepare("boost", model, train=train, val=val, example_input=example_input, seed=seed, task=task)
+    prep = prepare("boost", model, train=train, val=val, example_input=example_input, seed=seed, task=task,
+                   output=output)
     backbone, example_input, source = prep.model.requires_grad_(False), prep.example_input, prep.source
     device = device_of(backbone)
     name, old = find_head(backbone, config.head, example_input)

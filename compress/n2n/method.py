@@ -41,6 +41,7 @@ from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from .. import graph
 from ..family import Family, Variant, register_rebuilder, variant_config
+from ..outputs import Output
 from ..preamble import prepare
 from ..reorder import sort_channels
 from ..train import evaluate, fit
@@ -55,8 +56,8 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
         cost: str | Callable[[nn.Module], float] = "params", iterations: int = 10, rollouts: int = 5,
         epochs: int = 1,
         example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-        checkpoint: str | os.PathLike | None = None, policies: str | os.PathLike | None = None,
-        config: N2NConfig | None = None, **options) -> Family:
+        output: Output = None, checkpoint: str | os.PathLike | None = None,
+        policies: str | os.PathLike | None = None, config: N2NConfig | None = None, **options) -> Family:
     """Compress ``teacher`` with N2N (arXiv 1709.06030): an RL search over layer removal and shrinkage.
 
     Args:
@@ -70,6 +71,9 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
         epochs: distillation epochs per sampled student (short: weights are inherited).
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show iteration, best reward and best student; seed: seeds everything.
+        output: which tensor of the model's output to compress when it returns a ``ModelOutput``, dict or
+            tuple: a key or attribute name (``"logits"``), an index, or a function ``out -> tensor``;
+            every variant then returns that tensor (see :mod:`slimkit.compress.outputs`).
         checkpoint: a directory; the search saves its state there every iteration and resumes from it.
             It also holds the trained policies (``policy-remove/``, ``policy-shrink/``).
         policies: a directory holding ``policy-remove/`` and/or ``policy-shrink/`` saved by another search
@@ -93,7 +97,7 @@ def n2n(teacher: nn.Module, *, train: DataLoader, val: DataLoader, budget: dict[
     cfg = N2NConfig.resolve(config, dict(cost=cost, budget=dict(budget or {}), iterations=iterations,
                                          rollouts=rollouts, epochs=epochs, seed=seed), options)
     prep = prepare("n2n", teacher, train=train, val=val, example_input=example_input, seed=cfg.seed,
-                   val_required=True)
+                   val_required=True, output=output)
     work, x = prep.model, prep.example_input
     analysis = graph.analyze(work, x)
     if not analysis.units and not analysis.groups:

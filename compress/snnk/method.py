@@ -38,6 +38,7 @@ from slimkit.runtime.errors import ConfigError
 
 from ..cost import count_params
 from ..family import Family, Variant, register_rebuilder, variant_config
+from ..outputs import Output
 from ..preamble import prepare
 from ..train import device_of, evaluate, fit, progress_bar, set_seed
 from .blocks import (
@@ -123,7 +124,7 @@ def _student(teacher: nn.Module, blocks: list[Block], m: int, cfg: SNNKConfig, i
 def snnk(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, targets: Targets = None,
          features: int | Sequence[int] = (16, 64), kind: str = "relu", mode: str = "distill",
          epochs: int | None = None, example_input: torch.Tensor | None = None, progress: bool = True,
-         seed: int = 0, config: SNNKConfig | None = None, **options) -> Family:
+         seed: int = 0, output: Output = None, config: SNNKConfig | None = None, **options) -> Family:
     """Replace MLP blocks of ``model`` by SNNK layers (arXiv 2310.13225); one variant per ``m``.
 
     Args:
@@ -143,6 +144,9 @@ def snnk(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, 
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show a progress bar.
         seed: seeds the random projections and the training.
+        output: which tensor of the model's output to compress when it returns a ``ModelOutput``, dict or
+            tuple: a key or attribute name (``"logits"``), an index, or a function ``out -> tensor``;
+            every variant then returns that tensor (see :mod:`slimkit.compress.outputs`).
         config: a whole :class:`SNNKConfig` instead of the keyword options (its ``targets``, if set, are
             used when ``targets`` is None).
         **options: the rest of :class:`SNNKConfig` (``lr``, ``kd_alpha``, ``ridge``, ``pool``, ``orthogonal``,
@@ -163,7 +167,7 @@ def snnk(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None, 
     cfg = SNNKConfig.resolve(config, dict(features=features, kind=kind, mode=mode, epochs=epochs, seed=seed),
                              options)
     prep = prepare("snnk", model, train=train, val=val, example_input=example_input, seed=cfg.seed,
-                   task=cfg.task)
+                   task=cfg.task, output=output)
     teacher, example_input = prep.model, prep.example_input
     blocks = select_targets(teacher, example_input, targets if targets is not None else (cfg.targets or None))
     cfg = dataclasses.replace(cfg, targets=tuple(b.name for b in blocks))

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from slimkit.runtime.errors import UnsupportedModelError
 
 from ..family import Family, Variant, register_rebuilder, variant_config
+from ..outputs import Output
 from ..preamble import prepare
 from ..train import evaluate, make_optimizer, progress_bar, set_seed, task_loss
 from .config import SparseRNNConfig
@@ -169,7 +170,7 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
                sparsities=(0.5, 0.8, 0.9), schedule: str | None = None, scope: str = "global",
                structured: bool = False, graph: str | None = None, epochs: int = 5,
                example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-               config: SparseRNNConfig | None = None, **options) -> Family:
+               output: Output = None, config: SparseRNNConfig | None = None, **options) -> Family:
     """Prune the recurrent layers of ``model`` to each sparsity (Darji, arXiv 2407.20601; Zhu & Gupta,
     arXiv 1710.01878) and return one fine-tuned variant per sparsity.
 
@@ -187,6 +188,9 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show a progress bar.
         seed: seeds everything.
+        output: which tensor of the model's output to compress when it returns a ``ModelOutput``, dict or
+            tuple: a key or attribute name (``"logits"``), an index, or a function ``out -> tensor``;
+            every variant then returns that tensor (see :mod:`slimkit.compress.outputs`).
         config: a whole :class:`SparseRNNConfig` instead of the keyword options.
         **options: the rest of :class:`SparseRNNConfig` (``lr``, ``weights``, ``ramp``, ``rewire_p``, ...).
 
@@ -210,7 +214,7 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
                                                structured=structured, graph=graph, epochs=epochs, seed=seed),
                                   options)
     prep = prepare("sparse_rnn", model, train=train, val=val, example_input=example_input, seed=cfg.seed,
-                   task=cfg.task, applies=rnn_modules)  # rnn_modules raises for a model without recurrent layers
+                   task=cfg.task, applies=rnn_modules, output=output)  # rnn_modules raises for a model without recurrent layers
     source = prep.source
     source["metrics"].update(size_metrics(prep.model))
     variants = [_variant(prep.model, cfg, s, train, val, prep.example_input, progress) for s in cfg.sparsities]
