@@ -31,6 +31,7 @@ from torch import nn
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from ..modules import hooks, replace_submodule
+from ..outputs import not_one_tensor, selector_of
 from .features import RandomFeatures
 
 __all__ = ["Block", "SNNKBlock", "find_blocks", "default_blocks", "replace_block", "block_io", "snnk_module",
@@ -104,12 +105,25 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a is not None and b is not None and a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _activation(mod: nn.Module, x: torch.Tensor | None, y: torch.Tensor | None) -> bool:
+    """An activation module: one of ``_ACTS``, or a module without parameters or children whose output is a
+    recognised activation of its input (a library's own class, such as Hugging Face's ``GELUActivation``)."""
+    if isinstance(mod, _ACTS):
+        return True
+    if isinstance(mod, _PASS) or x is None or y is None or _same(x, y):  # an identity is no activation
+        return False
+    if any(True for _ in mod.parameters()) or any(True for _ in mod.children()):
+        return False
+    return any(_same(fn(x), y) for fn in _FUNCTIONAL.values())
+
+
 def _chains(model: nn.Module, calls: list) -> list[list[tuple[str, str]]]:
     """Maximal traced chains as ``[(module name, role)]``, role ``L`` / ``A`` / ``P`` / ``f:<name>``."""
     counts: dict[str, int] = {}
     for n, _, _ in calls:
         counts[n] = counts.get(n, 0) + 1
-    leaf = [(n, x, y) for n, x, y in calls if isinstance(model.get_submodule(n), (nn.Linear, *_ACTS, *_PASS))]
+    leaf = [(n, x, y) for n, x, y in calls if isinstance(model.get_submodule(n), (nn.Linear, *_PASS))
+            or _activation(model.get_submodule(n), x, y)]
     chains, i = [], 0
     while i < len(leaf):
         n, _, y = leaf[i]
@@ -134,7 +148,7 @@ def _chains(model: nn.Module, calls: list) -> list[list[tuple[str, str]]]:
                     break
                 act = None
                 chain.append((cn, "L"))
-            elif isinstance(mod, _ACTS):
+            elif _activation(mod, cx, cy):
                 if act is not None:
                     break
                 act = type(mod).__name__
@@ -179,6 +193,8 @@ def _sub_blocks(model: nn.Module, chain: list[tuple[str, str]], calls: list) -> 
             x_in, y_out = by_name[lins[0]][0], by_name[lins[-1]][1]
             module = None
             for n, x, y in owners:  # a module whose forward is exactly this chain
+                if not n and selector_of(model) is not None:  # the root keeps its output selector
+                    continue
                 leaves = {m for m, sub in model.get_submodule(n).named_modules(prefix=n) if not list(sub.children())}
                 if leaves == set(mods) and _same(x, x_in) and _same(y, y_out):
                     module = n
@@ -213,8 +229,7 @@ def find_blocks(model: nn.Module, example_input: torch.Tensor) -> list[Block]:
     """
     calls, reference = _trace(model, example_input)
     if not isinstance(reference, torch.Tensor):
-        raise UnsupportedModelError(f"{type(model).__name__} returns {type(reference).__name__}; SNNK needs a "
-                                    "model whose forward returns one tensor (wrap it so that it does)")
+        raise not_one_tensor(type(model).__name__, reference)
     blocks = []
     for chain in _chains(model, calls):
         blocks += [b for b in _sub_blocks(model, chain, calls) if _valid(model, b, example_input, reference)]

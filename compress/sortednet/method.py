@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from .. import graph
 from ..family import Family, register_rebuilder
+from ..outputs import Output
 from ..preamble import prepare
 from .config import SortedNetConfig
 from .supernet import SortedNet
@@ -35,7 +36,7 @@ __all__ = ["sortednet"]
 def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = None,
               widths=(0.25, 0.5, 0.75, 1.0), depths=None, epochs: int = 10,
               example_input: torch.Tensor | None = None, progress: bool = True, seed: int = 0,
-              config: SortedNetConfig | None = None, **options) -> Family:
+              output: Output = None, config: SortedNetConfig | None = None, **options) -> Family:
     """Train nested sub-networks of ``model`` (SortedNet, arXiv 2309.00255) and return them as a Family.
 
     Args:
@@ -48,6 +49,9 @@ def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = N
         example_input: one input batch; taken from ``train`` when omitted.
         progress: show a progress bar.
         seed: seeds everything.
+        output: which tensor of the model's output to compress when it returns a ``ModelOutput``, dict or
+            tuple: a key or attribute name (``"logits"``), an index, or a function ``out -> tensor``;
+            every variant then returns that tensor (see :mod:`slimkit.compress.outputs`).
         config: a whole :class:`SortedNetConfig` instead of the keyword options.
         **options: the rest of :class:`SortedNetConfig` (``lr``, ``strategy``, ``distill``, ...).
 
@@ -62,8 +66,9 @@ def sortednet(model: nn.Module, *, train: DataLoader, val: DataLoader | None = N
     """
     cfg = SortedNetConfig.resolve(config, dict(widths=widths, depths=depths, epochs=epochs, seed=seed), options)
     prep = prepare("sortednet", model, train=train, val=val, example_input=example_input, seed=cfg.seed,
-                   task=cfg.task)
+                   task=cfg.task, output=output)
     sn = SortedNet(prep.model, example_input=prep.example_input, config=cfg)
+    sn.check()  # every sub-network builds and runs: refuse now, not after training
     sn.fit(train, progress=progress)
     return sn.family(val, source=prep.source)
 

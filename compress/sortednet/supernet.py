@@ -28,6 +28,8 @@ from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 from .. import graph
 from ..family import Family, Variant, variant_config
+from ..outputs import Output
+from ..preamble import adapt
 from ..reorder import sort_channels
 from ..train import evaluate, kd_loss, make_optimizer, progress_bar, set_seed, task_loss
 from .config import SortedNetConfig
@@ -65,10 +67,10 @@ class SortedNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, example_input: torch.Tensor,
-                 config: SortedNetConfig | None = None, **options):
+                 config: SortedNetConfig | None = None, output: Output = None, **options):
         super().__init__()
         self.config = config or SortedNetConfig.from_options(**options)
-        self.model = copy.deepcopy(model).eval()
+        self.model = adapt(model, output=output)
         self.example_input = example_input.detach()[:2].clone()
         self.base = getattr(model, "slimkit_zoo", None)
         cfg = self.config
@@ -136,11 +138,42 @@ class SortedNet(nn.Module):
         """A standalone dense module of the sub-network: sliced weights and its BatchNorm statistics."""
         sub = self._sub(self._key(width, depth))
         small = copy.deepcopy(sub.skeleton)
-        params = dict(self.model.named_parameters())
-        state = {n: graph.take(params[n], sub.index_map[n]).detach().clone() for n in sub.param_names}
+        full = self.model.state_dict()  # every name of a tied weight (lm_head.weight and wte.weight)
+        state = {n: graph.take(full[n], spec).detach().clone() for n, spec in sub.index_map.items()}
         state.update({n: b.clone() for n, b in sub.buffers.items()})
-        small.load_state_dict(state)
+        persistent = small.state_dict().keys()  # non-persistent buffers (position_ids) stay the skeleton's
+        small.load_state_dict({n: t for n, t in state.items() if n in persistent})
         return small.eval()
+
+    def check(self) -> None:
+        """Build every sub-network of the menu and check that its extracted module runs on the example input
+        and gives the supernet's output at that size, so that a model slimkit cannot slice is refused
+        before any training, never after.
+
+        Raises:
+            UnsupportedModelError: a sub-network that cannot be built, extracted or run (the message names
+                the size and the error).
+        """
+        was = self.training
+        self.eval()
+        try:
+            for width, depth in self.menu:
+                try:
+                    small = self.extract(width, depth)
+                    with torch.no_grad(), self.use(width, depth):
+                        got, want = small(self.example_input), self(self.example_input)
+                except UnsupportedModelError:
+                    raise
+                except Exception as e:
+                    raise UnsupportedModelError(
+                        f"SortedNet cannot slice {type(self.model).__name__} at width {width}, depth {depth} "
+                        f"({type(e).__name__}: {e})") from e
+                if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+                    raise UnsupportedModelError(
+                        f"the extracted width-{width} sub-network of {type(self.model).__name__} differs from the "
+                        f"supernet's (max difference {(got - want).abs().max().item():.3g})")
+        finally:
+            self.train(was)
 
     # -- training ---------------------------------------------------------------------------------------
     def _plan_step(self, rng: random.Random) -> list[tuple[float, float]]:
