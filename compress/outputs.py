@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,12 +36,20 @@ _HOW = "a key or attribute name such as 'logits', an index such as 0, or a funct
 
 
 class _Selected:
-    """Mixed in before a model's own class: ``forward`` returns the selected tensor of the original one."""
+    """Marks the subclasses :func:`select_output` derives (their ``forward`` returns the selected tensor)."""
 
     slimkit_output: Output = None
 
+
+def _selecting_forward(base: type) -> Callable:
+    """``base.forward`` returning the selected tensor, with ``base.forward``'s signature (``__wrapped__``), so
+    that exporters bind inputs to its parameters (``input_ids``) rather than to ``*args``."""
+
+    @functools.wraps(base.forward)
     def forward(self, *args, **kwargs):
-        return pick(super().forward(*args, **kwargs), type(self).slimkit_output, type(self).__name__)
+        return pick(base.forward(self, *args, **kwargs), type(self).slimkit_output, base.__name__)
+
+    return forward
 
 
 def check_output(output: Any) -> None:
@@ -70,7 +79,8 @@ def select_output(model: nn.Module, output: Output) -> nn.Module:
     base = next(c for c in cls.__mro__ if not issubclass(c, _Selected)) if isinstance(model, _Selected) else cls
     slot = staticmethod(output) if callable(output) else output
     model.__class__ = type(base.__name__, (_Selected, base),
-                           {"slimkit_output": slot, "__module__": base.__module__, "__qualname__": base.__qualname__})
+                           {"slimkit_output": slot, "forward": _selecting_forward(base), "__module__": base.__module__,
+                            "__qualname__": base.__qualname__})
     return model
 
 

@@ -222,12 +222,15 @@ def make_explicit(model: nn.Module) -> tuple[nn.Module, list[str]]:
         done.append(name)
     for kind in (nn.TransformerEncoderLayer, nn.MultiheadAttention, nn.TransformerEncoder):
         for name, m in [(n, m) for n, m in model.named_modules() if type(m) is kind]:
+            parent = model.get_submodule(name.rpartition(".")[0]) if name else None
             if kind is nn.TransformerEncoderLayer:
                 new = ExplicitEncoderLayer.from_stock(m)
-            elif kind is nn.MultiheadAttention:
-                new = None if m.bias_k is not None or m.add_zero_attn else ExplicitAttention.from_stock(m)
-            else:
-                new = ExplicitEncoder(m.layers, m.norm).train(m.training)
+            elif kind is nn.MultiheadAttention:  # a stock layer left in place reads its attention's packed weights
+                keep = m.bias_k is not None or m.add_zero_attn or type(parent) is nn.TransformerEncoderLayer
+                new = None if keep else ExplicitAttention.from_stock(m)
+            else:  # the stock encoder's fast path reads its first layer's stock attributes
+                explicit = all(isinstance(layer, ExplicitEncoderLayer) for layer in m.layers)
+                new = ExplicitEncoder(m.layers, m.norm).train(m.training) if explicit else None
             if new is not None:
                 model = replace_submodule(model, name, new)
                 done.append(name)

@@ -349,7 +349,9 @@ def linears_of(model: nn.Module, blk: Block) -> list[nn.Linear]:
 
 
 def unsupported(model: nn.Module) -> UnsupportedModelError:
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    found = (f"its nn.Linear layers ({', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''}) form no such "
+             "chain" if linears else "it has no nn.Linear layer (convolutions and recurrent layers are not replaced)")
     return UnsupportedModelError(
         f"SNNK found no replaceable block in {type(model).__name__}: it replaces chains Linear -> activation "
-        "-> Linear whose hidden tensors nothing else reads (a Transformer FFN, an MLP or classifier head); "
-        "this model has none")
+        f"-> Linear whose hidden tensors nothing else reads (a Transformer FFN, an MLP or classifier head); {found}")
