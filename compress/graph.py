@@ -263,6 +263,9 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
             raise ConfigError(f"{name!r} is not a removable unit of {type(model).__name__}; "
                               f"removable units: {analysis.units}")
         replace_submodule(probe, name, Skip())
+    rnns = recurrent.recurrent_layers(probe)  # planned on real weights, applied to the tagged copy below
+    rnn_plan = recurrent.hidden_plan(probe, example_input, {
+        g.root: keep[g.root] for g in analysis.groups if g.root in rnns and keep.get(g.root, g.size) < g.size})
     traced = depgraph.trace(probe, example_input)
     # Tag every entry with its own flat index (float64 is exact to 2**53), prune, and read off which
     # entries survived: that is the index map. .double() keeps the Parameter objects the graph holds.
@@ -291,9 +294,7 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
         for attr in _HEAD_ATTRS:
             if isinstance(getattr(owner, attr, None), int):
                 setattr(owner, attr, n_heads)
-    rnns = recurrent.recurrent_layers(probe)
-    probe = recurrent.shrink_hidden(probe, model, example_input, {
-        g.root: keep[g.root] for g in analysis.groups if g.root in rnns and keep.get(g.root, g.size) < g.size})
+    probe = recurrent.shrink_hidden(probe, rnn_plan)
     index_map = {}
     for name, t in probe.state_dict().items():
         if t.is_floating_point():

@@ -25,7 +25,7 @@ from .cost import RNN_GATES
 from .sparse_rnn.masks import unit_rows
 from .sparse_rnn.shrink import find_consumers, shrink_units
 
-__all__ = ["recurrent_layers", "rnn_group", "shrink_hidden"]
+__all__ = ["recurrent_layers", "rnn_group", "hidden_plan", "shrink_hidden"]
 
 
 def recurrent_layers(model: nn.Module) -> dict[str, nn.RNNBase]:
@@ -94,14 +94,19 @@ def rnn_group(model: nn.Module, name: str, example_input: torch.Tensor) -> tuple
     return sorted(consumers), None
 
 
-def shrink_hidden(probe: nn.Module, model: nn.Module, example_input: torch.Tensor,
-                  keep: dict[str, int]) -> nn.Module:
-    """``probe`` (a copy of ``model``, possibly already narrowed elsewhere) with the first ``keep[name]``
-    hidden units of each named recurrent layer and the matching input columns of its consumers."""
-    keep = {n: k for n, k in keep.items() if k < probe.get_submodule(n).hidden_size}
+def hidden_plan(model: nn.Module, example_input: torch.Tensor, keep: dict[str, int]) -> tuple[dict, dict]:
+    """What :func:`shrink_hidden` does to keep the first ``keep[name]`` hidden units of each named recurrent
+    layer of ``model`` (as it stands: with blocks already removed): ``(units kept per layer and direction,
+    input columns each consumer keeps)``."""
+    keep = {n: k for n, k in keep.items() if k < model.get_submodule(n).hidden_size}
     if not keep:
-        return probe
+        return {}, {}
     kept = _kept(model, keep)
-    present = {n for n, _ in probe.named_modules()}  # consumers inside a removed block are gone
-    consumers = {n: c for n, c in find_consumers(_masked(model, kept), kept, example_input).items() if n in present}
-    return shrink_units(probe, {n: kept[n] for n in keep}, consumers)
+    return {n: kept[n] for n in keep}, find_consumers(_masked(model, kept), kept, example_input)
+
+
+def shrink_hidden(model: nn.Module, plan: tuple[dict, dict]) -> nn.Module:
+    """A copy of ``model`` (with the same modules as the one :func:`hidden_plan` read, possibly narrowed
+    elsewhere) with the planned hidden units and consumer columns only; weights sliced from ``model``."""
+    kept, consumers = plan
+    return shrink_units(model, kept, consumers) if kept else model

@@ -176,6 +176,25 @@ def test_a_layer_feeding_an_rnn_stays_full_and_the_rnn_hidden_units_shrink():
     assert small.rnn.hidden_size == 8 and small.head.in_features == 8 and small.embed.out_features == 8
 
 
+class GRUThenMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 16, batch_first=True, bidirectional=True)
+        self.mlp = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x):
+        return self.mlp(self.rnn(x)[0].mean(1))
+
+
+def test_rnn_units_shrink_when_the_layer_reading_them_is_removed():
+    # N2N's smallest student removes mlp.0 and shrinks the GRU: mlp.2 then reads the GRU's units
+    model, x = GRUThenMLP().eval(), torch.randn(2, 6, 4)
+    analysis = graph.analyze(model, x)
+    assert analysis.units == ["mlp.0"] and {g.root for g in analysis.groups} == {"rnn", "mlp.0"}
+    small, _ = graph.shrink(model, x, analysis, keep={"rnn": 8}, remove=["mlp.0"])
+    assert small.rnn.hidden_size == 8 and small.mlp[2].in_features == 16 and small(x).shape == (2, 3)
+
+
 def test_an_analysis_over_its_time_is_refused_naming_the_model(monkeypatch):
     monkeypatch.setattr(timebox, "ANALYSIS_SECONDS", 0.0)
     with pytest.raises(UnsupportedModelError, match="tracing BertForSequenceClassification .*did not finish within 0 s"):
