@@ -231,7 +231,7 @@ MODELS: dict[str, Case] = {
                                        bidirectional=True), (SEQ, 4), source="zoo", recurrent=True, sequence_dim=1),
     "zoo_transformer": Case(lambda: zoo.build("transformer", in_features=4, num_classes=CLASSES, seq_len=SEQ,
                                               d_model=32, num_heads=4, num_layers=2, ffn_dim=64), (SEQ, 4),
-                            source="zoo", sequence_dim=1),
+                            source="zoo"),  # a learned position embedding of SEQ rows: one length only
 }
 
 

@@ -1,8 +1,8 @@
 """One contract every method keeps on every architecture of :mod:`archs` (tests/archs.py) (the support matrix).
 
 :func:`run_cell` runs one method on one model: compress -> ``Family`` (variants ordered by cost, each
-runs and returns one tensor per sample) -> ``Family.save`` / ``Family.load`` -> the loaded variants give
-the same outputs. A cell that cannot apply must be refused up front: :class:`UnsupportedModelError`
+runs and returns one tensor per sample, sequence models at two lengths) -> ``Family.save`` /
+``Family.load`` -> the loaded variants give the same outputs. A cell that cannot apply must be refused up front: :class:`UnsupportedModelError`
 before any training (the train loader has handed out at most the batch the example input comes from),
 naming the module and the reason. :data:`REFUSED` lists those cells with a phrase of their reason;
 ``tests/test_support_matrix.py`` runs the table.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from archs import MODELS, build, inputs, loaders
+from archs import MODELS, SEQ, build, inputs, loaders
 from torch.utils.data import DataLoader, Dataset
 
 from slimkit.compress import METHODS, Family
@@ -86,18 +86,22 @@ def run_cell(method: str, name: str, tmp: Path) -> Family | None:
     assert fam.method == method and len(fam) >= 1
     macs = [v.macs for v in fam]
     assert macs == sorted(macs), macs
-    x = inputs(name, 3, seed=5)
+    xs = [inputs(name, 3, seed=5)]
+    if case.sequence_dim is not None:  # and a sequence length other than the example's
+        xs.append(inputs(name, 2, seed=6, length=SEQ + 4))
     outs = {}
     with torch.no_grad():
         for v in fam:
-            y = v.model(x)
-            assert isinstance(y, torch.Tensor) and y.shape == (3, case.classes), (v.name, type(y))
-            assert torch.isfinite(y).all(), v.name
-            outs[v.name] = y
+            for x in xs:
+                y = v.model(x)
+                assert isinstance(y, torch.Tensor) and y.shape == (len(x), case.classes), (v.name, type(y))
+                assert torch.isfinite(y).all(), v.name
+                outs[v.name, x.shape] = y
     path = fam.save(tmp / f"{method}-{name}")
     loaded = Family.load(path, build(name), output=case.output if callable(case.output) else None)
     assert loaded.names == fam.names
     with torch.no_grad():
         for v in loaded:
-            torch.testing.assert_close(v.model(x), outs[v.name], rtol=1e-5, atol=1e-5)
+            for x in xs:
+                torch.testing.assert_close(v.model(x), outs[v.name, x.shape], rtol=1e-5, atol=1e-5)
     return fam

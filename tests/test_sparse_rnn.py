@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from matrix import Counting
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from slimkit.compress import data, zoo
 from slimkit.compress.family import Family
@@ -282,6 +284,11 @@ def test_structured_refuses_a_normalisation_after_the_rnn():
             return self.head(self.norm(self.rnn(x)[0][:, -1]))
 
     model = Normed().eval()
+    seen = Counting(TensorDataset(torch.randn(32, 5, 2), torch.randint(0, 3, (32,))))
+    with pytest.raises(UnsupportedModelError, match="cannot remove hidden units of rnn: .*does not keep zeros"):
+        sparse_rnn(model, train=DataLoader(seen, batch_size=8), sparsities=(0.5,), structured=True, epochs=2,
+                   progress=False)
+    assert seen.served <= 8  # refused before fine-tuning, not after
     masks_, kept = unit_masks(model, 0.5)
     Masks(model, list(masks_)).set(masks_)
     with pytest.raises(UnsupportedModelError, match="does not keep zeros.*structured=False"):

@@ -215,6 +215,15 @@ def sparse_rnn(model: nn.Module, *, train: DataLoader, val: DataLoader | None = 
                                   options)
     prep = prepare("sparse_rnn", model, train=train, val=val, example_input=example_input, seed=cfg.seed,
                    task=cfg.task, applies=rnn_modules, output=output)  # rnn_modules raises for a model without recurrent layers
+    if cfg.structured:  # refuse now what the shrink after fine-tuning would refuse
+        from ..recurrent import rnn_group  # recurrent builds on this package's shrink: import when needed
+
+        for name in rnn_modules(prep.model):
+            reason = "the model is itself an nn.RNNBase; wrap it in a module with a head" if not name else \
+                rnn_group(prep.model, name, prep.example_input)[1]
+            if reason:
+                raise UnsupportedModelError(f"structured=True cannot remove hidden units of {name or 'the model'}: "
+                                            f"{reason}; use structured=False (unstructured pruning) for this model")
     source = prep.source
     source["metrics"].update(size_metrics(prep.model))
     variants = [_variant(prep.model, cfg, s, train, val, prep.example_input, progress) for s in cfg.sparsities]
