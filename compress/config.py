@@ -201,6 +201,7 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (no truthy stand-ins such as 0 or ``"yes"``)."""
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, got {value!r}")
     return value

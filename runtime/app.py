@@ -92,6 +92,7 @@ class InferenceApp:
 
     # -- ASGI -----------------------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The ASGI entry point: HTTP requests and the lifespan protocol."""
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":

@@ -60,6 +60,7 @@ class TorchBackend:
 
     @classmethod
     def check_available(cls) -> None:
+        """Raise MissingExtraError when torch cannot be imported here."""
         _torch()
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, threads: int | None = None,

@@ -329,6 +329,7 @@ class Engine:
 
     @property
     def names(self) -> list[str]:
+        """The variants' names, cheapest first."""
         return list(self._names)
 
     def __repr__(self) -> str:
