@@ -61,7 +61,8 @@ class InferenceApp:
         self.engine = engine if engine is not None else load(cfg.bundle, backend=cfg.backend, threads=1)
         if len(self.engine.manifest.outputs) < 1:
             raise ConfigError("the bundle declares no outputs")
-        self.name = cfg.name
+        assert cfg.name is not None, "ServeConfig names the model after the bundle when no name is given"
+        self.name: str = cfg.name
         self.threads = cfg.threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="slimkit-infer")
         self.spec = self.engine.input_spec
@@ -103,7 +104,7 @@ class InferenceApp:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
                 loop = asyncio.get_running_loop()
-                self._tasks = [loop.create_task(self._watch_lag())] if self.controller is not None else []
+                self._tasks = [loop.create_task(self._watch_lag(self.controller))] if self.controller else []
                 if self.shared is not None:
                     self._tasks.append(loop.create_task(self.shared.run()))
                 self.ready = True
@@ -119,13 +120,13 @@ class InferenceApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _watch_lag(self, period: float = 0.005) -> None:
+    async def _watch_lag(self, controller: SLOController, period: float = 0.005) -> None:
         """Feed the controller the event loop's lag: while the loop runs late, new requests wait in
         socket buffers where the server cannot time them."""
         while True:
             t = time.perf_counter()
             await asyncio.sleep(period)
-            self.controller.observe_lag((time.perf_counter() - t - period) * 1e3)
+            controller.observe_lag((time.perf_counter() - t - period) * 1e3)
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
         t0 = time.perf_counter()
@@ -208,7 +209,7 @@ class InferenceApp:
                 ys, service = await asyncio.get_running_loop().run_in_executor(
                     self.pool, self._run, req.x, self.names[i])
         except Exception as e:
-            if ctrl:
+            if ctrl is not None and token is not None:
                 ctrl.cancel(token)
             if isinstance(e, SlimkitError):
                 raise HTTPError(400, str(e)) from None
@@ -222,7 +223,7 @@ class InferenceApp:
         if n:
             old = self._per_sample_s[i]
             self._per_sample_s[i] = service / n if old == float("inf") else old + 0.1 * (service / n - old)
-        if ctrl:
+        if ctrl is not None and token is not None:
             ctrl.done(i, n, token, service * 1e3, total * 1e3)
         self.metrics.infer(i, n, service, total)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 __all__ = ["Counter", "Gauge", "Histogram", "Registry", "LATENCY_BUCKETS_S", "CONTENT_TYPE"]
 
@@ -45,6 +46,13 @@ class _Family:
 
     def _head(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def render(self) -> list[str]:
+        """The family in Prometheus text format."""
+        raise NotImplementedError
+
+
+F = TypeVar("F", bound=_Family)
 
 
 class Counter(_Family):
@@ -120,10 +128,10 @@ class Histogram(_Family):
 class Registry:
     """An ordered set of metric families rendered together for ``GET /metrics``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.families: list[_Family] = []
 
-    def add(self, family: _Family) -> _Family:
+    def add(self, family: F) -> F:
         """Register ``family`` (names are unique) and return it."""
         if any(f.name == family.name for f in self.families):
             raise ValueError(f"metric {family.name!r} is already registered")
