@@ -64,7 +64,7 @@ def _inspect(args: argparse.Namespace) -> int:
     head = (f"  {'variant':<14}{'params':>10}{'MACs':>13}{'ONNX KiB':>10}{'metrics':>24}  "
             "latency p50 (ms) by backend/device, batch")
     print(head)
-    for v in m.variants:
+    for v in m.variants + m.twins:  # twins: INT8 copies (export --quantize int8), runtime.load(precision="int8")
         metric = ", ".join(f"{k}={val:.4f}" for k, val in v.metrics.items() if k != "loss" and not k.endswith("_bytes"))
         size = f"{v.metrics['onnx_bytes'] / 1024:.1f}" if "onnx_bytes" in v.metrics else "-"
         lat = "; ".join(f"{key}: " + " ".join(f"b{b}={r['p50_ms']:.3f}" for b, r in rec.get("batch", {}).items())
@@ -166,7 +166,8 @@ def _export_family(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``slimkit`` argument parser (``compress`` has its own per method: :func:`.cli_compress.method_parser`)."""
     from .cli_compress import OneLineParser
 
     p = OneLineParser(prog="slimkit", description=(__doc__ or "").replace("``", ""),
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 if len(argv) > 1 and not argv[1].startswith("-"):
                     command = f"compress {argv[1]}"
                 return compress_command(argv[1:])
-            args = _parser().parse_args(argv)
+            args = build_parser().parse_args(argv)
             command = args.command
             return args.fn(args)
         except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed

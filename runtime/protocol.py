@@ -1,6 +1,6 @@
 """The KServe v2 / Triton inference protocol over HTTP: JSON tensors and the binary tensor extension.
 
-Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.server`.
+Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.app`.
 
 Protocol: the KServe "Open Inference Protocol" v2 REST API
 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/) and Triton's binary

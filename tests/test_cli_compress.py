@@ -201,3 +201,22 @@ def test_options_are_parsed_into_the_config_field_types():
     assert "widths" not in args  # options not given keep the config's defaults
     assert SortedNetConfig.from_options(distill=True, depths=None, strategy="all").widths == (0.25, 0.5, 0.75, 1.0)
     assert SNNKConfig.from_options(epochs=None, ridge="auto").ridge == "auto"
+
+
+def test_readme_shell_lines_parse():
+    """Every ``slimkit ...`` line of the README's shell block names real verbs, options and values."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from slimkit.export.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
+    lines = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("slimkit ")]
+    assert {argv[1] for argv in lines} >= {"compress", "export", "inspect", "serve"}
+    for argv in lines:
+        if argv[1] == "compress":
+            method_parser(argv[2]).parse_args(argv[3:])
+        else:
+            build_parser().parse_args(argv[1:])
