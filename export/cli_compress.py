@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
-import sys
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ class OneLineParser(argparse.ArgumentParser):
         group.add_argument(flag, **kwargs)
         self.flags.append(flag)
 
-    def error(self, message: str) -> Any:  # noqa: D102 (argparse's hook)
+    def error(self, message: str) -> Any:
+        """Print ``message`` on one line with where to look, and exit with status 2 (argparse's hook)."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -235,10 +236,10 @@ def _compress(method: str, args: argparse.Namespace) -> int:
     fields = set(config_cls.field_names())
     given = {k: v for k, v in vars(args).items() if k in fields}
     extras = {k: v for k, v in vars(args).items() if k in {e[0] for e in _entry_extras(fn, config_cls)}}
+    cfg = config_cls.from_options(**given)  # bad values refused before any data is made or model built
     data = load_data(args.data)
-    if data.task and "task" in fields and "task" not in given and data.task != "classification":
-        given["task"] = data.task  # regression data: the method must know before it measures anything
-    cfg = config_cls.from_options(**given)  # refuses bad values now, before the data or the model is touched
+    if data.task == "regression" and "task" in fields and "task" not in given:
+        cfg = config_cls.from_options(**given, task="regression")  # the data says so; --task would too
     model = load_model(args.model, kwargs=parse_mapping(args.model_kwargs, what="--model-kwargs"),
                        weights=args.model_weights)
     fam = fn(model, train=data.train, val=data.val, example_input=data.example_input, progress=not args.quiet,
@@ -247,7 +248,7 @@ def _compress(method: str, args: argparse.Namespace) -> int:
     print(fam.summary())
     changed = {k: getattr(cfg, k) for k in given}
     print(f"\n{len(fam)} {method} variants saved to {out}" + (f" (options {changed})" if changed else ""))
-    model_args = "" if fam.base else f" --model {args.model}" + (
-        f" --model-kwargs {args.model_kwargs}" if args.model_kwargs else "")
-    print(f"next: slimkit export {out} --out BUNDLE{model_args}", file=sys.stdout)
+    model_args = "" if fam.base else f" --model {shlex.quote(args.model)}" + (
+        f" --model-kwargs {shlex.quote(args.model_kwargs)}" if args.model_kwargs else "")
+    print(f"next: slimkit export {out} --out BUNDLE{model_args}")
     return 0
