@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,23 @@ def test_gpu_results_are_judged_and_rendered(cpu_run, tmp_path):
     assert "NVIDIA H200 (compute 9.0" in md and "| driver | 580.1 |" in md
     assert "### CUDA graphs at batch 1" in md and "| w1.00 | 300.0 | 400.0 | 100.0 | 1.40 | 4.00 |" in md
     assert "With TF32 off" in md
+
+
+def test_the_cuda_probes_skip_with_the_reason_a_gpu_machine_without_them_gives(tiny_bundle, tmp_path):
+    """Asked for CUDA, onnxruntime's CUDA provider and TensorRT are probed as on the GPU machine (whose
+    image has neither); here too they must come back skipped, saying what is missing."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    if importlib.util.find_spec("tensorrt") or "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has TensorRT or onnxruntime's CUDA provider: the probes would open them")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")  # add_engines would write into it
+    code = ("import json; from bench.gpu.backends import Skip, open_each; "
+            f"items = list(open_each(None, {str(bundle)!r}, 'cuda', names=('onnxruntime/cuda', 'tensorrt'))); "
+            "print(json.dumps([[i.name, i.reason] if isinstance(i, Skip) else repr(i) for i in items]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (ort_name, ort_reason), (trt_name, trt_reason) = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ort_name == "onnxruntime/cuda" and "'CUDAExecutionProvider' is not available" in ort_reason
+    assert trt_name == "tensorrt" and trt_reason.startswith("TensorRT is not installed")

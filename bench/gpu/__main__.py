@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch and onnxruntime CPU threads (default: one per core)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: judge the targets of an "
-                   "existing results.json again and rewrite the Markdown report (--out or beside the JSON)")
+                   "existing results.json again and rewrite the Markdown report (into --out, else beside the "
+                   "JSON; bench/gpu/results.json renders bench/GPU_RESULTS.md)")
     return p.parse_args(argv)
 
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
         results = json.loads(args.render.read_text())
-        md = (args.out or args.render.parent) / "GPU_RESULTS.md"
+        committed = args.render.resolve() == (HERE / "results.json").resolve()  # bench/gpu -> bench/GPU_RESULTS.md
+        md = (args.out or (BENCH if committed else args.render.parent)) / "GPU_RESULTS.md"
         js = args.out / "results.json" if args.out else args.render
         _write(results, md, js, None)
         print(_summary(results))

@@ -18,7 +18,7 @@ A backend that cannot run here is returned as a :class:`Skip` with the reason, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,10 @@ def _graphs(bundle: Path, device: str) -> Backend | Skip:
                    "runtime.load(bundle, backend='torch', device='cuda', cuda_graphs=True)")
 
 
-def open_each(family: Any, bundle: Path, device: str, *,
-              threads: int | None = None) -> Iterator[Backend | Skip | tuple[str, Exception]]:
-    """Open each backend of :data:`BACKENDS` for ``bundle`` (made from ``family``) on ``device``, in order.
+def open_each(family: Any, bundle: Path, device: str, *, threads: int | None = None,
+              names: Sequence[str] = BACKENDS) -> Iterator[Backend | Skip | tuple[str, Exception]]:
+    """Open each backend of ``names`` (default :data:`BACKENDS`) for ``bundle`` (made from ``family``) on
+    ``device``, in order.
 
     Yields a :class:`Backend`, a :class:`Skip`, or ``(name, exception)`` when opening it failed: one
     broken backend must not lose the others' figures, so the caller records the error and goes on.
@@ -147,7 +148,7 @@ def open_each(family: Any, bundle: Path, device: str, *,
         "onnxruntime/cuda": lambda: _ort_cuda(bundle, device),
         "tensorrt": lambda: _tensorrt(bundle, device),
     }
-    for name in BACKENDS:
+    for name in names:
         try:
             yield openers[name]()
         except Exception as e:  # noqa: BLE001 - recorded as this backend's error

@@ -118,7 +118,9 @@ def _family(name: str, fam: dict) -> list[str]:
         return [*out, f"Skipped: {fam['skipped']}", ""]
     if "build" in fam:
         b = fam["build"]
-        out += [f"Built here: {b['model']}; {b['data']}; input {b['input']}; "
+        teacher = (f"; teacher val accuracy {b['teacher_val']['accuracy']:.3f}"
+                   if "accuracy" in b.get("teacher_val", {}) else "")
+        out += [f"Built here: {b['model']}; {b['data']}; input {b['input']}{teacher}; "
                 + ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("model", "data", "input", "teacher_val")),
                 f"Times: {', '.join(f'{k} {v:.0f} s' for k, v in fam['timings_s'].items())}.", ""]
         out += _table(["variant", "params", "MACs", "val accuracy"],
