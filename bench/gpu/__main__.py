@@ -33,6 +33,15 @@ from .report import TARGETS, judge, markdown
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 FULL_BUDGET_S = 300.0  # full CUDA run: with a machine's start-up, well inside the issue's 8 minutes
+NOTES = (
+    "torch runs float32 convolutions on CUDA in TF32 by default (matmuls stay IEEE; the environment table "
+    "gives the settings): a parity miss of the conv-based demo family can be rounding alone, and the "
+    "TF32-off parity table beside it tells rounding from a real difference.",
+    "CUDA graphs are measured through the torch backend (runtime.load(..., cuda_graphs=True)), the only "
+    "place slimkit offers them; eager modules run without graphs, as the baseline of the target.",
+    "Throughput is the batch over the mean time of a call, transfers included; p50 / p99 are over "
+    "single calls, the variants interleaved round by round.",
+)
 FAMILY_NAMES = ("demo", "encoder")  # families.FAMILIES' names, here so that --render imports no torch
 
 
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"command": command, "device": args.device, "mode": "quick" if args.quick else "full",
                      "budget_s": budget, "seed": args.seed, "threads": args.threads,
                      "measure": settings.as_dict(), "json_name": os.path.relpath(js, md.parent)},
-        "environment": environment(args.device), "families": {}, "notes": []}
+        "environment": environment(args.device), "families": {}, "notes": list(NOTES)}
     log(f"device {args.device}: {results['environment'].get('gpu', {}).get('name', 'CPU')}; writing {md}")
     specs = [f for f in FAMILIES if args.families is None or f.name in args.families]
     with tempfile.TemporaryDirectory(prefix="slimkit-gpu-check-") as work:
@@ -136,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"needs about {spec.need_s:.0f} s")}
                 log(f"{spec.name}: skipped by the time guard")
                 continue
+            results["families"][spec.name] = res = {}
             try:
-                results["families"][spec.name] = check_family(
-                    spec, device=args.device, quick=args.quick, settings=settings, deadline=deadline,
-                    work=Path(work), seed=args.seed, threads=args.threads, log=log)
-            except Exception as e:  # noqa: BLE001 - keep the other family's figures
-                results["families"][spec.name] = {"title": spec.title, **error_record(e)}
+                check_family(spec, res, device=args.device, quick=args.quick, settings=settings,
+                             deadline=deadline, work=Path(work), seed=args.seed, threads=args.threads, log=log)
+            except Exception as e:  # noqa: BLE001 - keep what it measured, and the other family's figures
+                res.update(error_record(e))
                 log(f"{spec.name}: failed: {e}")
             _write(results, md, js, started)
     if not specs:

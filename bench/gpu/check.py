@@ -33,11 +33,15 @@ def error_record(e: BaseException) -> dict:
     return {"error": f"{type(e).__name__}: {e}", "traceback": "".join(tb)[-2000:]}
 
 
-def check_family(spec: FamilySpec, *, device: str, quick: bool, settings: measure.Settings,
-                 deadline: Deadline, work: Path, seed: int, threads: int | None,
+def check_family(spec: FamilySpec, res: dict[str, Any], *, device: str, quick: bool,
+                 settings: measure.Settings, deadline: Deadline, work: Path, seed: int, threads: int | None,
                  log: Callable[[str], None]) -> dict:
-    """Build ``spec``'s family, bundle it with ``torch.export`` programs and measure every backend."""
-    res: dict[str, Any] = {"title": spec.title, "graphs_target": spec.graphs_target, "timings_s": {}}
+    """Build ``spec``'s family, bundle it with ``torch.export`` programs and measure every backend.
+
+    The figures go into ``res`` as they come, so that when a step raises, the caller still holds what
+    the steps before it measured. Returns ``res``.
+    """
+    res.update(title=spec.title, graphs_target=spec.graphs_target, timings_s={})
     t = time.perf_counter()
     fam, info = spec.build(quick, seed, device)
     res["build"] = info
