@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _bench import WIDTHS, raw_call, raw_session, threads_label, variant_file
+
+from bench._bench import WIDTHS, raw_call, raw_session, threads_label, variant_file
 
 NAMES = [f"w{w:.2f}" for w in WIDTHS]
 LARGEST = NAMES[-1]
