@@ -1,13 +1,19 @@
-"""Shared by the bench suites: the widths benchmarked and the baseline, a plain ONNX Runtime session.
+"""Shared by the benchmarks: the baseline session (a plain ONNX Runtime session), writing results, logging.
 
-The session gets the same options as ``slimkit.runtime``'s ONNX Runtime backend (the same
+The baseline session gets the same options as ``slimkit.runtime``'s ONNX Runtime backend (the same
 ``session_options``: intra-op threads, one inter-op thread, sequential, no spinning), so any difference measured
 against ``Engine.run`` is the engine's own overhead, not a different session configuration.
+
+Imports only slimkit's public API and the standard library's (bench/_bench.py re-exports two names of
+it for the N2N scripts until they move into bench/n2n/).
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +22,11 @@ import onnxruntime as ort
 from slimkit.runtime.backends import session_options
 from slimkit.runtime.manifest import atomic_write_text, read_manifest, resolve_file
 
-__all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label", "atomic_write"]
+__all__ = ["WIDTHS", "raw_session", "variant_file", "raw_call", "threads_label", "atomic_write", "log", "cpu_name"]
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)  # the SortedNet menu every suite uses; variants are named w0.25 ... w1.00
+
+_T0 = time.perf_counter()
 
 
 def raw_session(path: str | os.PathLike, threads: int | None) -> ort.InferenceSession:
@@ -55,3 +63,19 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
     half-way) never sees half a results file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
+
+
+def log(msg: str) -> None:
+    """Progress to stderr, with the seconds since the run started."""
+    print(f"[{time.perf_counter() - _T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _bench import WIDTHS
+
+from bench.common import WIDTHS
 
 
 @pytest.fixture(scope="session")

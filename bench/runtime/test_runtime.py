@@ -1,6 +1,8 @@
 """Latency of ``slimkit.runtime.Engine`` on ONNX Runtime CPU, each candidate grouped with its baseline.
 
-Run: ``python -m pytest bench/ --benchmark-only [--benchmark-json bench/out/benchmark.json]``.
+Run: ``python -m bench runtime`` (the row's counts, JSON merged into bench/runtime/benchmark.json), or
+``python -m pytest bench/runtime --benchmark-only [--benchmark-json bench/out/benchmark.json]`` (the full
+row's counts, bench/runtime/rows.py).
 
 Groups (``--benchmark-group-by=group``, the default):
 
@@ -11,10 +13,11 @@ Groups (``--benchmark-group-by=group``, the default):
 * ``width-b{1,64}-t{1,default}``: each width alone, at batch 1 and 64, intra-op threads 1 and ORT's
   default.
 
-Every benchmark uses ``benchmark.pedantic`` with fixed rounds, iterations and warm-up rounds. The
+Every benchmark uses ``benchmark.pedantic`` with the row's fixed rounds, iterations and warm-up. The
 assertions check behaviour only (outputs equal the baseline's, the right variant served), never times:
-the 2-core machine is shared, so read ratios within a group, not absolute numbers. ``bench/run.py``
-measures the same comparisons interleaved in one process for the reported figures.
+the 2-core machine is shared, so read ratios within a group, not absolute numbers. The sortednet rows
+(``python -m bench sortednet``) measure the same comparisons interleaved in one process for the reported
+figures.
 """
 
 from __future__ import annotations
@@ -22,12 +25,22 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _bench import WIDTHS, raw_call, raw_session, threads_label, variant_file
+
+from bench.common import WIDTHS, raw_call, raw_session, threads_label, variant_file
+from bench.core import Timing
+from bench.runtime.rows import timing
 
 NAMES = [f"w{w:.2f}" for w in WIDTHS]
 LARGEST = NAMES[-1]
-ROUNDS = {1: dict(rounds=100, iterations=50, warmup_rounds=10),
-          64: dict(rounds=40, iterations=5, warmup_rounds=5)}
+TIMING = timing()
+
+
+def _pedantic(t: Timing) -> dict:
+    """A row's counts as ``benchmark.pedantic`` arguments (its warm-up is in rounds of ``iterations`` calls)."""
+    return dict(rounds=t.rounds, iterations=t.iterations, warmup_rounds=t.warmup // t.iterations)
+
+
+ROUNDS = {1: _pedantic(TIMING["b1"]), 64: _pedantic(TIMING["b64"])}
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +89,7 @@ def test_engine_budget_b1(benchmark, raw, engines, inputs):
 
 
 # -- switching variants: same 32 calls, blocked versus alternating --------------------------------------
-SWITCH = dict(rounds=60, iterations=5, warmup_rounds=5)
+SWITCH = _pedantic(TIMING["switch"])
 
 
 def _expected(raw, x):

@@ -1,10 +1,11 @@
-"""The baseline for bench/serve.py: KServe's own Python model server with a custom ``kserve.Model``
+"""The baseline of the serving rows: KServe's own Python model server with a custom ``kserve.Model``
 wrapping onnxruntime on the same ONNX file, installed in its own virtualenv (bench/.venv-kserve) so
 that kserve's dependencies never touch the development environment.
 
-Run as a script inside that venv, it is the server (``python _serve_kserve.py MODEL.onnx --port P``);
-imported from bench/serve.py, :func:`ensure_venv` creates the venv and :func:`command` says how to
-start the server.
+Run as a script inside that venv, it is the server (``python bench/serve/baseline.py MODEL.onnx --port P``:
+the one file of bench/ not run as ``python -m bench...``, because it runs in KServe's environment, without
+slimkit); imported (``bench.serve.baseline``), :func:`ensure_venv` creates the venv and :func:`command` says
+how to start the server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 KSERVE_PINS = ["kserve==0.21.0", "onnxruntime==1.32.0", "numpy==2.4.6"]
-VENV = Path(__file__).resolve().parent / ".venv-kserve"
+VENV = Path(__file__).resolve().parents[1] / ".venv-kserve"  # bench/.venv-kserve (git-ignored)
 
 
 def ensure_venv(log=print) -> Path:

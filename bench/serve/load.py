@@ -1,5 +1,6 @@
-"""Load generators for bench/serve.py: closed-loop throughput (wrk, or Python processes without it)
-and an open-loop replay of an arrival trace (asyncio), all over keep-alive HTTP/1.1 on loopback."""
+"""Load generators of the serving rows: closed-loop throughput (wrk, or Python processes without it)
+and an open-loop replay of an arrival trace (asyncio), all over keep-alive HTTP/1.1 on loopback; and the
+server subprocess they load (:class:`Server`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import http.client
 import json
 import multiprocessing as mp
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["closed_loop", "open_loop", "bursty_trace", "have_wrk"]
+__all__ = ["Server", "free_port", "closed_loop", "open_loop", "bursty_trace", "have_wrk"]
 
 _LUA = """wrk.method = "POST"
 local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
@@ -27,6 +29,48 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99)))
 end
 """
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess, ready when /v2/health/ready answers 200; stopped with SIGTERM."""
+
+    def __init__(self, cmd: list[str], port: int, log: Path):
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.close()
+                raise RuntimeError(f"server exited early: {' '.join(cmd)}; see {log}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/v2/health/ready")
+                if c.getresponse().status == 200:
+                    c.close()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not get ready: {' '.join(cmd)}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
 def have_wrk() -> bool:

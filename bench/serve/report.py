@@ -1,4 +1,4 @@
-"""Markdown for bench/serve.py's JSON (``render``), with the issue's targets checked plainly."""
+"""``serve/RESULTS.md`` from the serving rows' results.json, with the issue's targets checked plainly."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def render(r: dict) -> str:
     lines = [
         "# Serving benchmark: slimkit server vs KServe, and SLO control",
         "",
-        f"Written by `.venv/bin/python bench/serve.py{' --quick' if r.get('quick') else ''}` "
+        f"Written by `{r.get('command', '.venv/bin/python bench/serve.py' + (' --quick' if r.get('quick') else ''))}` "
         f"({r['seconds']:.0f} s). Bundle `{r['bundle']}`, variant `{r['variant']}` for the throughput runs. "
         f"Baseline: {', '.join(r['kserve'])} (custom `kserve.Model` wrapping onnxruntime on the same ONNX "
         "file, same session options, gRPC and per-request latency logging off), in bench/.venv-kserve.",

@@ -1,101 +1,51 @@
-"""Serving benchmark: slimkit's HTTP server against KServe's Python model server, and SLO control.
+"""The serving rows: slimkit's HTTP server against KServe's Python model server, and SLO control.
 
-    .venv/bin/python bench/serve.py                 # -> bench/serve_results.json, bench/SERVE_RESULTS.md
-    .venv/bin/python bench/serve.py --quick         # smoke -> bench/out/serve-quick.{json,md}
-    .venv/bin/python bench/serve.py --render bench/serve_results.json   # rewrite the markdown only
-
-1. **Throughput and latency at batch 1** (closed loop; wrk when installed, else Python client
-   processes) for several concurrencies, against KServe (``kserve`` in bench/.venv-kserve, a custom
-   ``kserve.Model`` wrapping onnxruntime with the same session options) on the same ONNX file (the
+1. **Throughput and latency at batch 1** (row ``kserve``; closed loop, wrk when installed, else Python
+   client processes) for several concurrencies, against KServe (``kserve`` in bench/.venv-kserve, a
+   custom ``kserve.Model`` wrapping onnxruntime with the same session options) on the same ONNX file (the
    bundle's largest variant), same JSON request, rounds interleaved (slimkit, KServe, slimkit, ...).
-2. **Overhead** over the in-process ``Engine.run`` at p50 (concurrency 1).
-3. **SLO control** under an open-loop bursty trace (Poisson, calm and burst phases, rates set from the
-   measured capacity of the largest and smallest variants on this machine): each fixed variant, then
-   the SLO controller, then (ablation) the controller with every variant a candidate
+   Also the overhead over the in-process ``Engine.run`` at p50 (concurrency 1).
+2. **SLO control** (row ``slo``) under an open-loop bursty trace (Poisson, calm and burst phases, rates set
+   from the measured capacity of the largest and smallest variants on this machine): each fixed variant,
+   then the SLO controller, then (ablation) the controller with every variant a candidate
    (``--slo-min-gain 0``), replay the same arrivals. SLO attainment (client-observed latency <= SLO) and
    effective accuracy (mean over all requests of the serving variant's manifest accuracy for answers
    within the SLO, 0 otherwise).
 
-Client, servers and everything else on the machine share its cores; results say how many.
+Both rows merge into one results.json. Client, servers and everything else on the machine share its
+cores; results say how many.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _serve_kserve as ks  # noqa: E402
-from _bench import atomic_write  # noqa: E402
-from _serve_load import bursty_trace, closed_loop, have_wrk, open_loop  # noqa: E402
-from _serve_report import render  # noqa: E402
+from bench.common import log
+from bench.core import Context, Measurement, Result, Row, Timing
+from bench.serve import baseline as ks
+from bench.serve.load import Server, bursty_trace, closed_loop, free_port, have_wrk, open_loop
+from bench.speed import per_call
 
-HERE = Path(__file__).resolve().parent
+__all__ = ["measure"]
+
 MODEL = "m"
 
 
-def _log(msg: str) -> None:
-    print(f"[serve-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """A server subprocess, ready when /v2/health/ready answers 200; stopped with SIGTERM."""
-
-    def __init__(self, cmd: list[str], port: int, log: Path):
-        self.port, self.url = port, f"http://127.0.0.1:{port}"
-        self.log = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        import http.client
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early: {' '.join(cmd)}; see {log}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/v2/health/ready")
-                if c.getresponse().status == 200:
-                    c.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not get ready: {' '.join(cmd)}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-def _slimkit(bundle: Path, port: int, scratch: Path, *extra: str) -> _Server:
+def _slimkit(bundle: Path, port: int, scratch: Path, *extra: str) -> Server:
     cmd = [sys.executable, "-m", "slimkit.export.cli", "serve", str(bundle), "--name", MODEL, "--port", str(port),
            "--log-level", "warning", *extra]
-    return _Server(cmd, port, scratch / f"slimkit-{port}.log")
+    return Server(cmd, port, scratch / f"slimkit-{port}.log")
 
 
-def _kserve(onnx: Path, port: int, scratch: Path) -> _Server:
-    return _Server(ks.command(onnx, port, MODEL), port, scratch / f"kserve-{port}.log")
+def _kserve(onnx: Path, port: int, scratch: Path) -> Server:
+    return Server(ks.command(onnx, port, MODEL), port, scratch / f"kserve-{port}.log")
 
 
 def _json_request(x: np.ndarray) -> bytes:
@@ -118,20 +68,26 @@ def throughput(bundle: Path, onnx: Path, x1: np.ndarray, concurrencies, seconds,
     rows: dict[str, dict[int, list]] = {s: {c: [] for c in concurrencies} for s in systems}
     for r in range(rounds):
         for system, extra in systems.items():
-            port = _free_port()
+            port = free_port()
             srv = _kserve(onnx, port, scratch) if extra is None else _slimkit(bundle, port, scratch, *extra)
             try:
                 closed_loop(srv.url + path, body, headers, 4, 1.0, scratch)  # warm-up
                 for c in concurrencies:
                     res = closed_loop(srv.url + path, body, headers, c, seconds, scratch)
                     rows[system][c].append(res)
-                    _log(f"round {r + 1} {system:17s} c={c:<3d} {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
+                    log(f"round {r + 1} {system:17s} c={c:<3d} {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
                          f"p99 {res['p99_ms']:.3f} ms  errors {res['errors']}")
             finally:
                 srv.stop()
     # per system and concurrency: the round with the median throughput
     table = {s: [sorted(v, key=lambda d: d["rps"])[len(v) // 2] for v in per.values()] for s, per in rows.items()}
-    return {"rows": table, "all_rounds": rows, "request": "JSON, batch 1, largest variant, no selector"}
+    # pytest-benchmark's view: seconds per request in each round (1 / throughput), requests behind it
+    ms = [Measurement(system, f"c{c}", [1 / d["rps"] for d in per[c]], iterations=round(np.mean([d["requests"] for d in per[c]])),
+                      baseline=None if system == "kserve" else "kserve",
+                      extra={"concurrency": c, "rounds": per[c], "what": "seconds per request (1 / throughput), "
+                             "closed loop, batch 1, JSON"})
+          for system, per in rows.items() for c in concurrencies]
+    return {"rows": table, "all_rounds": rows, "request": "JSON, batch 1, largest variant, no selector"}, ms
 
 
 def equal_p99(table: dict) -> list[dict]:
@@ -147,18 +103,14 @@ def equal_p99(table: dict) -> list[dict]:
     return out
 
 
-def engine_p50(bundle: Path, x1: np.ndarray, repeats: int = 5000) -> dict:
+def engine_p50(bundle: Path, x1: np.ndarray, timing: Timing) -> tuple[dict, Measurement]:
+    """p50 and p99 of ``Engine.run`` in this process, batch 1, one thread: what the server adds to."""
     from slimkit import runtime
 
     eng = runtime.load(bundle, threads=1)
-    for _ in range(200):
-        eng.run(x1)
-    t = np.empty(repeats)
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        eng.run(x1)
-        t[i] = time.perf_counter() - t0
-    return {"p50_ms": float(np.percentile(t, 50) * 1e3), "p99_ms": float(np.percentile(t, 99) * 1e3)}
+    t = per_call({"engine": lambda: eng.run(x1)}, timing)["engine"].ravel()
+    figures = {"p50_ms": float(np.percentile(t, 50) * 1e3), "p99_ms": float(np.percentile(t, 99) * 1e3)}
+    return figures, Measurement("engine_in_process", "c1", t.tolist(), timing="engine", extra=figures)
 
 
 # -- 3: SLO control under a bursty trace -----------------------------------------------------------------
@@ -189,7 +141,7 @@ def slo_bench(bundle: Path, batch: int, slo_ms: float | None, cycles: int, scrat
     x = np.random.default_rng(1).standard_normal((batch, *m.inputs[0].shape[1:])).astype(np.float32)
     path = f"/v2/models/{MODEL}/infer"
     # capacity of the largest and smallest variants (closed loop, 4 connections) sets the trace's rates
-    port = _free_port()
+    port = free_port()
     srv = _slimkit(bundle, port, scratch)
     try:
         cap = {}
@@ -206,7 +158,7 @@ def slo_bench(bundle: Path, batch: int, slo_ms: float | None, cycles: int, scrat
         slo_ms = max(20.0, float(round(10 * one["p50_ms"])))
     calm, burst = 0.4 * c_big, min(1.5 * c_big, 0.6 * c_small)
     arrivals = bursty_trace(calm, burst, calm_s=3.0, burst_s=1.5, cycles=cycles, seed=0)
-    _log(f"SLO trace: batch {batch}, capacity {names[-1]} {c_big:.0f} req/s, {names[0]} {c_small:.0f} req/s; "
+    log(f"SLO trace: batch {batch}, capacity {names[-1]} {c_big:.0f} req/s, {names[0]} {c_small:.0f} req/s; "
          f"calm {calm:.0f} req/s, bursts {burst:.0f} req/s; {len(arrivals)} requests over {arrivals[-1]:.1f} s; "
          f"SLO {slo_ms:g} ms")
     policies = [(f"fixed {n}", {"variant": n}, ()) for n in names] + [
@@ -217,7 +169,7 @@ def slo_bench(bundle: Path, batch: int, slo_ms: float | None, cycles: int, scrat
     server_views: dict[str, list] = {label: [] for label, _, _ in policies}
     for r in range(rounds):  # round order alternates (A..E, E..A) so machine drift hits every policy alike
         for label, params, extra in (policies if r % 2 == 0 else policies[::-1]):
-            port = _free_port()
+            port = free_port()
             srv = _slimkit(bundle, port, scratch, *extra)
             try:
                 body, headers = _binary_request(x, **params)
@@ -228,15 +180,19 @@ def slo_bench(bundle: Path, batch: int, slo_ms: float | None, cycles: int, scrat
             finally:
                 srv.stop()
             runs[label].append(res)
-            _log(f"round {r + 1} {label:16s} " + _fmt(_score(res, slo_ms, acc, names)))
+            log(f"round {r + 1} {label:16s} " + _fmt(_score(res, slo_ms, acc, names)))
     results = {}
     for label, per_round in runs.items():
         results[label] = _score([q for res in per_round for q in res], slo_ms, acc, names)
         results[label]["rounds"] = [_score(res, slo_ms, acc, names) for res in per_round]
         if server_views[label]:
             results[label]["server_side"] = server_views[label]
-        _log(f"all rounds {label:16s} " + _fmt(results[label]))
-    return {"batch": batch, "slo_ms": slo_ms, "capacity_rps": {names[-1]: c_big, names[0]: c_small},
+        log(f"all rounds {label:16s} " + _fmt(results[label]))
+    ms = [Measurement(label.replace(" ", "_").replace(",", ""), f"slo-b{batch}", [q[0] for res in per_round for q in res],
+                      extra={"what": "seconds per request from its scheduled arrival (open loop)", "slo_ms": slo_ms,
+                             **{k: v for k, v in results[label].items() if k != "rounds"}})
+          for label, per_round in runs.items()]
+    return ms, {"batch": batch, "slo_ms": slo_ms, "capacity_rps": {names[-1]: c_big, names[0]: c_small},
             "unloaded_largest": one, "calm_rps": calm, "burst_rps": burst, "calm_s": 3.0, "burst_s": 1.5,
             "cycles": cycles, "requests": len(arrivals), "rounds": rounds, "accuracy": acc, "policies": results}
 
@@ -257,60 +213,44 @@ def _server_slo(url: str) -> dict:
     return {"attainment": within / total if total else None, "effective_accuracy": acc / total if total else None}
 
 
-def _bundle(arg: str | None, scratch: Path) -> Path:
-    if arg:
-        return Path(arg)
-    for p in (Path("slimkit-demo/bundle"), scratch / "demo" / "bundle"):
-        if (p / "manifest.json").exists():
-            return p
-    _log("no demo bundle found: running `slimkit demo` once (a few minutes)")
-    subprocess.run([sys.executable, "-m", "slimkit.export.cli", "demo", "--out", str(scratch / "demo"), "--quiet"],
-                   check=True)
-    return scratch / "demo" / "bundle"
+def demo_bundle(p: dict, scratch: Path) -> Path:
+    """The row's bundle: ``p["bundle"]`` when it holds one (``slimkit demo``'s output), else the demo pipeline
+    with the row's samples and epochs, run once and kept in ``scratch``."""
+    made = scratch / f"demo-{p['samples']}-t{p['teacher_epochs']}-s{p['epochs']}"
+    for path in ([Path(p["bundle"])] if p.get("bundle") else []) + [made / "bundle"]:
+        if (path / "manifest.json").exists():
+            return path
+    from slimkit.export.demo import run_demo
+
+    log(f"no demo bundle: running the demo pipeline once ({p['samples']} samples)")
+    run_demo(made, samples=p["samples"], teacher_epochs=p["teacher_epochs"], epochs=p["epochs"], threads=1,
+             progress=False, log=lambda *_: None)
+    return made / "bundle"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default=None, help="default: ./slimkit-demo/bundle (made by `slimkit demo`)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--render", default=None, help="rewrite the markdown from this JSON; measure nothing")
-    p.add_argument("--slo-ms", type=float, default=None)
-    p.add_argument("--slo-batch", type=int, default=64)
-    a = p.parse_args(argv)
-    out = Path(a.out) if a.out else (HERE / "out" / "serve-quick.json" if a.quick else HERE / "serve_results.json")
-    md = HERE / "SERVE_RESULTS.md" if out == HERE / "serve_results.json" else out.with_suffix(".md")
-    if a.render:
-        md.write_text(render(json.loads(Path(a.render).read_text())))
-        return 0
-    scratch = HERE / "out" / "serve"
-    scratch.mkdir(parents=True, exist_ok=True)
-    bundle = _bundle(a.bundle, scratch)
+def measure(row: Row, ctx: Context) -> Result:
+    """Row ``kserve`` (throughput and overhead) or ``slo`` (``row.params["part"]``), merged into results.json."""
+    p, t0 = row.params, time.time()
+    bundle = demo_bundle(p, ctx.scratch)
     from slimkit.runtime import read_manifest
 
     m = read_manifest(bundle)
-    onnx = bundle / m.variants[-1].files["onnx"].path
-    ks.ensure_venv(_log)
-    x1 = np.random.default_rng(0).standard_normal((1, *m.inputs[0].shape[1:])).astype(np.float32)
-    concurrencies = (1, 4, 16) if a.quick else (1, 2, 4, 8, 16, 32)
-    seconds, rounds = (2.0, 1) if a.quick else (4.0, 2)
-    t0 = time.time()
-    tp = throughput(bundle, onnx, x1, concurrencies, seconds, rounds, scratch)
-    eng = engine_p50(bundle, x1)
-    slo = slo_bench(bundle, a.slo_batch, a.slo_ms, 2 if a.quick else 4, scratch, rounds=1 if a.quick else 2)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_generator": "wrk -t1" if have_wrk() else "python client processes",
-                    "note": "client, servers and other jobs share the same cores"},
-        "bundle": str(bundle), "variant": m.names[-1], "kserve": ks.KSERVE_PINS,
-        "throughput": tp, "equal_p99": equal_p99(tp["rows"]), "engine_in_process": eng,
-        "slo": slo, "seconds": time.time() - t0, "quick": a.quick,
-    }
-    atomic_write(out, json.dumps(result, indent=2))
-    md.write_text(render(result))
-    _log(f"wrote {out} and {md}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    doc = ctx.load(row.file) or {}
+    doc.update({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                            "load_generator": "wrk -t1" if have_wrk() else "python client processes",
+                            "note": "client, servers and other jobs share the same cores"},
+                "bundle": str(bundle), "variant": m.names[-1], "quick": row.quick, "command": ctx.command})
+    if p["part"] == "kserve":
+        ks.ensure_venv(log)
+        onnx = bundle / m.variants[-1].files["onnx"].path
+        x1 = np.random.default_rng(0).standard_normal((1, *m.inputs[0].shape[1:])).astype(np.float32)
+        tp, ms = throughput(bundle, onnx, x1, p["concurrencies"], p["seconds"], p["rounds"], ctx.scratch)
+        eng, m_eng = engine_p50(bundle, x1, row.timing["engine"])
+        doc.update({"kserve": ks.KSERVE_PINS, "throughput": tp, "equal_p99": equal_p99(tp["rows"]),
+                    "engine_in_process": eng})
+        ms.append(m_eng)
+    else:
+        ms, doc["slo"] = slo_bench(bundle, p["batch"], p.get("slo_ms"), p["cycles"], ctx.scratch, rounds=p["rounds"])
+    doc.setdefault("wall_s", {})[p["part"]] = time.time() - t0
+    doc["seconds"] = sum(doc["wall_s"].values())
+    return Result(doc=doc, measurements=ms)

@@ -1,18 +1,21 @@
-"""Helpers of ``bench/snnk.py``: the truncated-SVD low-rank baseline, cost counting, onnxruntime latency."""
+"""Helpers of the SNNK rows: the truncated-SVD low-rank baseline, cost counting, onnxruntime latency."""
 
 from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import raw_session
-from _speed import interleaved
 from torch import nn
 
+from bench.common import raw_session
+from bench.core import Measurement, Timing
+from bench.speed import measurements, timed
 from slimkit import export
+from slimkit.compress import count_macs
 from slimkit.compress.snnk.blocks import Block, snnk_module
 from slimkit.compress.snnk.features import RandomFeatures
 
@@ -79,15 +82,13 @@ def learned_projection(student: nn.Module) -> nn.Module:
     for mod in out.modules():
         if isinstance(mod, RandomFeatures):
             proj = mod.proj.detach().clone()
-            del mod._buffers["proj"]
+            del mod.proj  # the buffer; a parameter of the same name takes its place
             mod.proj = nn.Parameter(proj)
     return out
 
 
 def snnk_block_cost(student: nn.Module, blocks: list[Block], example_input: torch.Tensor) -> dict:
     """Parameters, stored random-projection floats and MACs of the SNNK blocks of ``student``."""
-    from slimkit.compress import count_macs
-
     mods = [snnk_module(student, b) for b in blocks]
     params = sum(p.numel() for m in mods for p in m.parameters())
     buffers = sum(t.numel() for m in mods for n, t in m.named_buffers() if n.endswith("proj"))
@@ -95,10 +96,12 @@ def snnk_block_cost(student: nn.Module, blocks: list[Block], example_input: torc
             "macs": count_macs(student, example_input)}
 
 
-def latencies(models: dict[str, nn.Module], example: torch.Tensor, *, batches=(1, 256), rounds: int = 25,
-              seconds_per_round: float = 0.02) -> dict[str, dict[str, float]]:
-    """p50 milliseconds per call of every model through onnxruntime (1 thread), models interleaved."""
+def latencies(models: dict[str, nn.Module], example: torch.Tensor, *, timing: Mapping[str, Timing], group: str,
+              batches=(1, 256)) -> tuple[dict[str, dict[str, float]], list[Measurement]]:
+    """p50 milliseconds per call of every model through onnxruntime (1 thread), models interleaved, with
+    the counts of ``timing["b<batch>"]``; and the per-round samples (baseline: the teacher)."""
     result: dict[str, dict[str, float]] = {name: {} for name in models}
+    ms: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="snnk-bench-") as tmp:
         sessions = {}
         for name, model in models.items():
@@ -114,11 +117,10 @@ def latencies(models: dict[str, nn.Module], example: torch.Tensor, *, batches=(1
                     for _ in range(n):
                         sess.run(None, feed)
                 fns[name] = fn
-            # calls per round sized from the slowest model, so a round lasts ~seconds_per_round
-            probe = interleaved(fns, rounds=1, calls=3, warmup=2)
-            slowest = max(float(v[0]) for v in probe.values())
-            calls = max(1, int(seconds_per_round / max(slowest, 1e-6)))
-            per = interleaved(fns, rounds=rounds, calls=calls, warmup=calls)
+            t = timing[f"b{batch}"]
+            per = timed(fns, t)
             for name, v in per.items():
                 result[name][f"batch{batch}_p50_ms"] = float(np.median(v) * 1e3)
-    return result
+            ms += measurements(per, group=f"{group}-b{batch}", calls=t.iterations, timing=f"b{batch}",
+                               baseline="teacher" if "teacher" in per else None, extra={"batch": batch, "threads": 1})
+    return result, ms

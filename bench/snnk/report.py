@@ -1,4 +1,4 @@
-"""Markdown summary of ``bench/snnk.py``'s JSON (tables per part, the issue's targets, latency)."""
+"""``snnk/RESULTS.md`` from the SNNK rows' results.json (tables per part, the issue's targets, latency)."""
 
 from __future__ import annotations
 
@@ -126,9 +126,9 @@ def markdown(doc: dict, *, json_path: Path) -> str:
     setup = doc.get("setup", {})
     lines = ["# SNNK benchmark", "",
              f"Produced by `.venv/bin/python {setup.get('command', 'bench/snnk.py')}` "
-             f"(torch threads {setup.get('torch_threads')}); raw figures in `{json_path.name}`. The script runs "
-             "the parts `mlp`, `mlp-strong`, `transformer`, `kinds` and writes each as it finishes; "
-             "`--parts` runs some of them and merges them into the JSON.", "",
+             f"(torch threads {setup.get('torch_threads')}); raw figures in `{json_path.name}`. The rows run "
+             "the parts `mlp`, `mlp-strong`, `transformer`, `kinds`, each merging its part into the JSON as it "
+             "finishes (`python -m bench snnk --row mlp` runs one).", "",
              "Methods: `snnk-cf` closed-form ridge fit (no backprop), `snnk-distill` init from trained weights "
              "then distillation, `snnk-cf+kd` closed form then the same distillation (both closed forms select the m "
              "random features from a seeded pool of 2m, `pool=2`, the default; `-p1`: the same with `pool=1`, "

@@ -1,6 +1,6 @@
-"""SNNK benchmark (issue 5): SNNK blocks versus a truncated-SVD low-rank factorisation of the same blocks.
+"""The SNNK rows (issue 5): SNNK blocks versus a truncated-SVD low-rank factorisation of the same blocks.
 
-Two parts, both on MNIST-1D (10,000 samples, 80/10/10, seed 0):
+Parts, all on MNIST-1D (10,000 samples, 80/10/10, seed 0):
 
 * ``mlp``: the zoo MLP (40 -> 256 -> 256 -> 10, ``layout="flat"``) trained with the zoo recipe; SNNK's
   default target, the classifier-head block ``body.2..head`` (Linear 256x256, ReLU, Linear 256x10).
@@ -17,31 +17,22 @@ through the same distillation: what the extra training alone buys), and the SVD 
 parameters* (``svd-params``) and at equal *MACs* (``svd-macs``), fine-tuned with the same distillation.
 ``mlp-strong`` adds a diagnostic that is *not* SNNK, ``diag-learned-proj``: the ``snnk-cf`` student with its
 random projection made trainable, distilled the same way (what a learned instead of a random layer of
-the same width would give; its block params count the projection).
+the same width would give; its block params count the projection). ``kinds``: closed-form fits of the
+MLP head block with each feature kind.
 
-Usage (repository root):
-
-    .venv/bin/python bench/snnk.py            # full run -> bench/snnk_results.json, bench/SNNK_RESULTS.md
-    .venv/bin/python bench/snnk.py --quick    # smoke run -> bench/out/snnk-quick.{json,md}
-    .venv/bin/python bench/snnk.py --render bench/snnk_results.json   # markdown from the JSON only
+Rows (bench/snnk/rows.py): one per part, each merging into ``results.json``; ``python -m bench snnk``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-torch.set_num_threads(1)
-
-from _bench import atomic_write  # noqa: E402
-from _snnk_baselines import (  # noqa: E402
+from bench.core import Context, Measurement, Result, Row
+from bench.snnk.baselines import (
     latencies,
     learned_projection,
     low_rank,
@@ -49,32 +40,10 @@ from _snnk_baselines import (  # noqa: E402
     rank_for,
     snnk_block_cost,
 )
-from _snnk_report import markdown  # noqa: E402
+from slimkit.compress import count_macs, count_params, data, evaluate, fit, zoo
+from slimkit.compress.snnk import select_targets, snnk
 
-from slimkit.compress import count_macs, count_params, data, evaluate, fit, zoo  # noqa: E402
-from slimkit.compress.snnk import select_targets, snnk  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent
-CACHE = Path(os.environ.get("SNNK_BENCH_CACHE", "/tmp/snnk_bench"))
-
-FULL = {
-    "samples": 10_000, "seeds": [0, 1, 2],
-    "mlp": {"features": [64, 128, 256, 512], "epochs": 20, "lr": 1e-2, "teacher_epochs": 10},
-    # the zoo recipe leaves the MLP under-trained (~0.68); the same MLP trained 30 epochs at lr 1e-2 reaches ~0.80
-    "mlp-strong": {"zoo": "mlp", "features": [128, 256, 512, 1024], "epochs": 20, "lr": 1e-2,
-                   "teacher_epochs": 30, "teacher_lr": 1e-2, "seeds": [0, 1], "diagnostic": True},
-    "transformer": {"features": [16, 32, 64], "epochs": 5, "lr": 2e-3, "teacher_epochs": 20, "seeds": [0]},
-    "kinds_m": 128,
-}
-QUICK = {
-    "samples": 2_000, "seeds": [0],
-    "mlp": {"features": [32, 128], "epochs": 3, "lr": 1e-2, "teacher_epochs": 5},
-    "mlp-strong": {"zoo": "mlp", "features": [128], "epochs": 3, "lr": 1e-2, "teacher_epochs": 8,
-                   "teacher_lr": 1e-2, "seeds": [0], "diagnostic": True},
-    "transformer": {"features": [16], "epochs": 1, "lr": 2e-3, "teacher_epochs": 2, "seeds": [0]},
-    "kinds_m": 32,
-}
-
+__all__ = ["SNNK_RUNS", "measure"]
 
 # method -> (snnk mode, fine-tuning epochs (None: the part's cfg["epochs"]), extra options);
 # -p1: without feature selection
@@ -83,14 +52,10 @@ SNNK_RUNS = {"snnk-cf": ("closed_form", 0, {}), "snnk-cf-p1": ("closed_form", 0,
              "snnk-cf+kd-p1": ("closed_form", None, {"pool": 1})}
 
 
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def teacher(name: str, splits, epochs: int, lr: float, samples: int) -> tuple[torch.nn.Module, dict]:
-    """The zoo model trained once with ``fit`` (seed 0), cached under ``CACHE``."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{name}-{samples}-{epochs}-{lr:g}.pt"
+def teacher(name: str, splits, epochs: int, lr: float, samples: int, cache: Path) -> tuple[torch.nn.Module, dict]:
+    """The zoo model trained once with ``fit`` (seed 0), cached under ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{name}-{samples}-{epochs}-{lr:g}.pt"
     torch.manual_seed(0)
     model = zoo.build(name)
     wall = None
@@ -108,10 +73,11 @@ def teacher(name: str, splits, epochs: int, lr: float, samples: int) -> tuple[to
                    "epochs": epochs, "lr": lr}
 
 
-def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
-    name = cfg.get("zoo", part)
+def run_part(part: str, cfg: dict, seeds: list[int], samples: int, ctx: Context, timing) -> tuple[dict, list]:
+    name, log = cfg.get("zoo", part), ctx.log
     splits = data.mnist1d(layout="flat" if name == "mlp" else "sequence", num_samples=samples, seed=0)
-    model, info = teacher(name, splits, cfg["teacher_epochs"], cfg.get("teacher_lr", zoo.RECIPES[name]["lr"]), samples)
+    model, info = teacher(name, splits, cfg["teacher_epochs"], cfg.get("teacher_lr", zoo.RECIPES[name]["lr"]), samples,
+                          ctx.scratch)
     x = splits.example_input
     blocks = select_targets(model, x)
     original = sum(p.numel() for b in blocks for n in b.linears for p in model.get_submodule(n).parameters())
@@ -180,9 +146,9 @@ def run_part(part: str, cfg: dict, seeds: list[int], samples: int) -> dict:
                     models[f"{method} m{m}"] = student
                 log(f"[{part}] {method} m={m} rank={rank} seed={seed}: acc {row['test_accuracy']:.4f}")
     log(f"[{part}] latency of {len(models)} models")
-    lat = latencies(models, x)
+    lat, ms = latencies(models, x, timing=timing, group=part)
     return {"teacher": info, "targets": [b.name for b in blocks], "original_block_params": original,
-            "rows": rows, "latency": lat, "config": cfg}
+            "rows": rows, "latency": lat, "config": cfg}, ms
 
 
 def _block_macs(model, blocks, x) -> int:
@@ -192,11 +158,11 @@ def _block_macs(model, blocks, x) -> int:
                for b in blocks for n in b.linears)
 
 
-def run_kinds(m: int, samples: int) -> list[dict]:
+def run_kinds(m: int, samples: int, teacher_epochs: int, ctx: Context) -> list[dict]:
     """Closed-form fits of the MLP head block with every feature kind (no backprop: seconds)."""
+    log = ctx.log
     splits = data.mnist1d(layout="flat", num_samples=samples, seed=0)
-    model, _ = teacher("mlp", splits, FULL["mlp"]["teacher_epochs"] if samples == FULL["samples"]
-                       else QUICK["mlp"]["teacher_epochs"], zoo.RECIPES["mlp"]["lr"], samples)
+    model, _ = teacher("mlp", splits, teacher_epochs, zoo.RECIPES["mlp"]["lr"], samples, ctx.scratch)
     out = []
     for kind in ("relu", "exp", "cos", "sin"):
         fam = snnk(model, train=splits.train, features=m, kind=kind, mode="closed_form", progress=False)
@@ -208,33 +174,34 @@ def run_kinds(m: int, samples: int) -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--parts", nargs="+", default=["mlp", "mlp-strong", "transformer", "kinds"])
-    ap.add_argument("--render", type=Path, help="write the markdown of an existing JSON and stop")
-    args = ap.parse_args()
-    out_json = ROOT / ("out/snnk-quick.json" if args.quick else "snnk_results.json")
-    out_md = ROOT / ("out/snnk-quick.md" if args.quick else "SNNK_RESULTS.md")
-    if args.render:
-        (out_md).write_text(markdown(json.loads(args.render.read_text()), json_path=args.render))
-        return
-    cfg = QUICK if args.quick else FULL
-    doc = json.loads(out_json.read_text()) if out_json.is_file() else {}
-    doc["setup"] = {"config": cfg, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "command": "bench/snnk.py" + (" --quick" if args.quick else "")}
-    start = time.perf_counter()
-    for part in args.parts:
-        t0 = time.perf_counter()
-        if part == "kinds":
-            doc["kinds"] = run_kinds(cfg["kinds_m"], cfg["samples"])
-        else:
-            doc[part] = run_part(part, cfg[part], cfg["seeds"], cfg["samples"])
-        doc.setdefault("wall_s", {})[part] = time.perf_counter() - t0
-        atomic_write(out_json, json.dumps(doc, indent=1))
-        out_md.write_text(markdown(doc, json_path=out_json))
-    log(f"done in {time.perf_counter() - start:.0f}s -> {out_json}, {out_md}")
+def fit_measurements(rows: list[dict], *, group: str) -> list[Measurement]:
+    """Fit (and fine-tuning) seconds of each method and m, one sample per seed; accuracies beside them."""
+    out = []
+    for key in dict.fromkeys((r["method"], r["m"]) for r in rows if r.get("feasible", True)):
+        runs = [r for r in rows if (r["method"], r["m"]) == key and r.get("feasible", True)]
+        out.append(Measurement(f"{key[0]}-m{key[1]}", group, [r["fit_seconds"] for r in runs],
+                               extra={"method": key[0], "m": key[1], "block_params": runs[0]["block_params"],
+                                      "test_accuracy": [r["test_accuracy"] for r in runs],
+                                      "seeds": [r["seed"] for r in runs]}))
+    return out
 
 
-if __name__ == "__main__":
-    main()
+def measure(row: Row, ctx: Context) -> Result:
+    """One part (``row.params["part"]``) merged into this folder's results.json."""
+    p = dict(row.params)
+    part = p.pop("part")
+    doc = ctx.load(row.file) or {}
+    t0 = time.perf_counter()
+    ms = []
+    if part == "kinds":
+        doc["kinds"] = run_kinds(p["m"], p["samples"], p["teacher_epochs"], ctx)
+        ms = [Measurement(k["kind"], "kinds-closed-form-fit", [k["fit_seconds"]], extra=k) for k in doc["kinds"]]
+    else:
+        doc[part], ms = run_part(part, p["config"], list(p["seeds"]), p["samples"], ctx, row.timing)
+        ms += fit_measurements(doc[part]["rows"], group=f"{part}-fit")
+    doc.setdefault("wall_s", {})[part] = time.perf_counter() - t0
+    doc["setup"] = {**doc.get("setup", {}), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "command": ctx.command.removeprefix("python "), "quick": row.quick}
+    doc["setup"].setdefault("config", {})[part] = {**p.get("config", {}), "samples": p["samples"],
+                                                   **({"seeds": list(p["seeds"])} if "seeds" in p else {})}
+    return Result(doc=doc, measurements=ms)

@@ -1,4 +1,4 @@
-"""Quality figures of ``bench/run.py``: SortedNet widths versus independently trained networks.
+"""Quality figures of the SortedNet row: SortedNet widths versus independently trained networks.
 
 The recipe: MNIST-1D, a zoo ResCNN teacher trained with ``fit`` for T epochs, SortedNet over it for S
 epochs. Each width is compared with a network of exactly the same shape (same zoo model, channels

@@ -1,4 +1,4 @@
-"""``RESULTS.md``: the Markdown summary of one ``bench/run.py`` results dict."""
+"""``sortednet/RESULTS.md``: the Markdown report of one SortedNet row's results.json."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ def _pct(x: float) -> str:
 
 def markdown(r: dict, *, json_path: Path) -> str:
     m, st, q = r["machine"], r["settings"], r["quality"]
-    out = ["# slimkit benchmark results", "",
+    out = ["# SortedNet: widths versus independent networks, and the engine's speed", "",
            f"Produced by `{r['command']}` on {r['date']} in {r['wall_s'] / 60:.1f} min; every number below is in "
-           f"`{json_path.name}` (machine-readable, with per-round details).", ""]
+           f"`{json_path.name}` (machine-readable; the per-round samples of a `python -m bench` run are in "
+           "`benchmark.json`).", ""]
     if st["quick"]:
         out += ["**Quick smoke run: too few samples, epochs and rounds for the figures to mean anything.**", ""]
     out += ["## Machine", "",
@@ -138,13 +139,6 @@ def markdown(r: dict, *, json_path: Path) -> str:
             "when another process holds a core, those calls wait for it (long p95, inflated w1.00 times), "
             "so the `1`-thread speedup is the one to trust on this box.", ""]
 
-    out += ["## Other benchmarks (headline figures)", "",
-            "Each method and the serving stack has its own script and report (bench/README.md); every figure "
-            "below comes from that script's run, against its baseline in the same run. Update this table "
-            "(`OTHER` in bench/_report.py) when one of those reports changes.", "",
-            "| what | command | headline | report |", "| --- | --- | --- | --- |"]
-    out += [f"| {what} | `{cmd}` | {headline} | [{doc}]({doc}) |" for what, cmd, headline, doc in OTHER]
-    out += [""]
     out += ["## Not measured here", "",
             "- GPU / TensorRT latency: this machine has no GPU.",
             "- Absolute latencies on a quiet machine: the box is shared, so only interleaved ratios are reported "
@@ -159,32 +153,3 @@ def _call(k: str) -> str:
 
 def _load(la: list[float]) -> str:
     return ", ".join(f"{x:.2f}" for x in la)
-
-
-# (what, command, headline, report): hand-copied from each report; see "Other benchmarks" above.
-OTHER = [
-    ("sparse RNN pruning, MNIST-1D GRU / LSTM, 3 seeds", "python bench/sparse_rnn.py --seed S",
-     "80% unstructured: GRU -0.5 points from dense (5 fine-tuning epochs), LSTM -1.0 (5 epochs) / -0.23 "
-     "(8 epochs); 90% gradual 91.0% / 92.1% (8 ep.) vs torch.nn.utils.prune 70.0% / 64.7%; half the hidden "
-     "units: 2.4x-2.9x faster on ONNX Runtime at batch 32, -0.57 / -0.60 points (8 ep.); 90% files zip to 0.20x",
-     "SPARSE_RNN_SEEDS.md"),
-    ("SNNK vs truncated SVD, MNIST-1D MLP and Transformer FFNs", "python bench/snnk.py",
-     "53x fewer block parameters at -0.6 points vs the zoo MLP, but -3.9 at best (6.7x fewer) vs a well-trained "
-     "MLP (target not met; SVD at equal params -1.3); beats SVD only at tiny parameter budgets, never at equal "
-     "MACs; closed-form fit 1-10 s",
-     "SNNK_RESULTS.md"),
-    ("GBNN head vs same-width Adam head", "python bench/boost.py",
-     "breast cancer 98.07 vs 98.07, wine 99.44 vs 98.33, digits 97.28 vs 97.56, MNIST-1D features 96.47 vs "
-     "96.40 (10 / 3 seeds); half the stages loses at most 0.44 points", "BOOST_RESULTS.md"),
-    ("INT8 twins vs FP32, demo family, ONNX Runtime CPU", "python bench/quantize.py",
-     "at most 0.1 points lost; batch 32: 1.55x / 3.66x / 4.03x / 4.81x faster (w0.25..w1.00); batch 1: w0.25 "
-     "0.93x (not faster)", "QUANTIZE_RESULTS.md"),
-    ("slimkit serve vs KServe 0.21, batch 1; SLO control", "python bench/serve.py",
-     "3.5x KServe's throughput at its peak, >= 1.9x at equal p99 everywhere (1.9x-4.0x over 6 runs); "
-     "0.13-0.33 ms p50 over the in-process Engine; SLO mode 100% within the SLO in 4 of 4 runs, at the best "
-     "fixed variant's effective accuracy (98.80%) in the 3 quiet ones, 0.001 points below with a CPU hog",
-     "SERVE_RESULTS.md"),
-    ("N2N vs uniform, Torch-Pruning, random search (3 seeds)", "python bench/n2n.py ...",
-     "20x 98.90 vs best baseline 98.40; 30x 97.63 vs uniform 97.97; 50x 95.90 vs random 95.97; 100x 84.87 "
-     "vs random 85.07 (targets not met)", "N2N_RESULTS.md"),
-]

@@ -1,70 +1,41 @@
-"""Measure slimkit's quality and speed figures in one run; write ``results.json`` and ``RESULTS.md``.
-
-Usage:
-    python bench/run.py                  # full run (~10-15 min on 2 shared cores)
-    python bench/run.py --quick          # smoke run (~2-3 min); writes bench/out/results-quick.{json,md}
-    python bench/run.py --out bench/results.json
+"""The SortedNet row: quality and speed in one run (``python -m bench sortednet``).
 
 Quality: MNIST-1D, zoo ResCNN teacher (``fit``, T epochs), SortedNet over it (S epochs); each width
 against a from-scratch network of the same shape trained T + S epochs. Speed, on the same bundle:
 ``Engine.run`` versus a hand-written ``sess.run`` on the same file, switching widths every call versus
 width after width, p50/p95 per width at batch 1 and 64 for intra-op threads 1 and ORT's default.
-Every speed figure is a ratio to a baseline timed interleaved with it (see ``_speed.py``). Progress
-goes to stderr.
+Every speed figure is a ratio to a baseline timed interleaved with it (bench/speed.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the _private helpers beside this file
+from bench.common import cpu_name
+from bench.core import Context, Result, Row
+from bench.sortednet import quality
+from bench.sortednet import speed as sn_speed
 
-import _quality  # noqa: E402
-import _report  # noqa: E402
-import _speed  # noqa: E402
-from _bench import WIDTHS  # noqa: E402
+__all__ = ["TARGETS", "measure", "targets"]
 
-HERE = Path(__file__).resolve().parent
-
-FULL = dict(samples=10_000, teacher_epochs=8, epochs=6, seeds=(0, 1), overhead=(30, 2000), switch=(30, 2000),
-            lat_b1=(20, 100), lat_b64=(20, 20))
-QUICK = dict(samples=2_000, teacher_epochs=3, epochs=2, seeds=(0,), overhead=(6, 300), switch=(6, 300),
-             lat_b1=(5, 40), lat_b64=(5, 8))
 TARGETS = {"keep_full": 0.96, "vs_independent_points": 1.5, "overhead": 1.05, "alternate": 1.0, "speedup_b64": 2.0}
-
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def machine_facts(torch_threads: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {"logical_cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu": model, "platform": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu_name(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
             "torch_threads": torch_threads, "gpu": "none used (CPU only)",
             "loadavg_start": list(os.getloadavg()),
@@ -72,90 +43,60 @@ def machine_facts(torch_threads: int) -> dict:
                     "timed interleaved in this run, not absolute milliseconds"}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer samples, epochs and rounds (smoke test)")
-    p.add_argument("--out", type=Path, help="results JSON (default bench/results.json; --quick: "
-                   "bench/out/results-quick.json); the Markdown summary goes beside it")
-    p.add_argument("--samples", type=int, help="MNIST-1D samples (default 10000)")
-    p.add_argument("--teacher-epochs", type=int, help="T: teacher epochs (default 8)")
-    p.add_argument("--epochs", type=int, help="S: SortedNet epochs (default 6)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds of the independent baselines (default 0 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, the teacher and SortedNet")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help="measure nothing: rewrite the Markdown summary beside an existing results JSON")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="torch intra-op threads for training (default 1: two oversubscribe a busy 2-core box)")
-    return p.parse_args(argv)
-
-
-def _md_path(out: Path) -> Path:
-    return out.with_name("RESULTS.md") if out.name == "results.json" else out.with_suffix(".md")
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.render:
-        md = _md_path(args.render)
-        md.write_text(_report.markdown(json.loads(args.render.read_text()), json_path=args.render))
-        log(f"wrote {md} from {args.render}")
-        return 0
-    cfg = dict(QUICK if args.quick else FULL)
-    for key, val in (("samples", args.samples), ("teacher_epochs", args.teacher_epochs),
-                     ("epochs", args.epochs), ("seeds", args.seeds)):
-        if val is not None:
-            cfg[key] = tuple(val) if key == "seeds" else val
-    out = args.out or (HERE / "out" / "results-quick.json" if args.quick else HERE / "results.json")
-    md = _md_path(out)
-
+def measure(row: Row, ctx: Context) -> Result:
     import torch
 
     from slimkit import compress, export, runtime
 
-    torch.set_num_threads(args.torch_threads)
+    t_start = time.perf_counter()
+    log, p, timing = ctx.log, row.params, row.timing
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" on every export
-    result: dict = {"command": " ".join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+    widths, seeds = tuple(p["widths"]), tuple(p["seeds"])
+    result: dict = {"command": ctx.command,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": machine_facts(args.torch_threads), "targets_thresholds": TARGETS,
-                    "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                                 "widths": list(WIDTHS), "seed": args.seed, "quick": args.quick,
-                                 "model": {"zoo": "rescnn", **{k: list(v) for k, v in _quality.ZOO_KWARGS.items()}}}}
-    seed, T, S = args.seed, cfg["teacher_epochs"], cfg["epochs"]
+                    "machine": machine_facts(torch.get_num_threads()), "targets_thresholds": TARGETS,
+                    "settings": {"samples": p["samples"], "teacher_epochs": p["teacher_epochs"], "epochs": p["epochs"],
+                                 "seeds": list(seeds),
+                                 **{k: [t.rounds, t.iterations] for k, t in timing.items()},
+                                 "widths": list(widths), "seed": p["seed"], "quick": row.quick,
+                                 "model": {"zoo": "rescnn", **{k: list(v) for k, v in quality.ZOO_KWARGS.items()}}}}
+    seed, T, S = p["seed"], p["teacher_epochs"], p["epochs"]
 
     # -- quality ----------------------------------------------------------------------------------------
-    log(f"MNIST-1D: {cfg['samples']} samples (seed {seed})")
-    splits = compress.data.mnist1d(num_samples=cfg["samples"], layout="channels", seed=seed)
-    log(f"teacher: zoo rescnn {_quality.ZOO_KWARGS}, fit {T} epochs")
-    teacher, teacher_info = _quality.train_teacher(splits, epochs=T, seed=seed)
+    log(f"MNIST-1D: {p['samples']} samples (seed {seed})")
+    splits = compress.data.mnist1d(num_samples=p["samples"], layout="channels", seed=seed)
+    log(f"teacher: zoo rescnn {quality.ZOO_KWARGS}, fit {T} epochs")
+    teacher, teacher_info = quality.train_teacher(splits, epochs=T, seed=seed)
     log(f"      test accuracy {teacher_info['test_accuracy']:.4f} ({teacher_info['wall_s']:.0f} s)")
-    log(f"SortedNet: widths {WIDTHS}, {S} epochs")
-    fam, sn_wall = _quality.train_sortednet(teacher, splits, widths=WIDTHS, epochs=S, seed=seed)
+    log(f"SortedNet: widths {widths}, {S} epochs")
+    fam, sn_wall = quality.train_sortednet(teacher, splits, widths=widths, epochs=S, seed=seed)
     log(f"      done ({sn_wall:.0f} s)")
     rows = []
     for v in fam.variants:
         acc = compress.evaluate(v.model, splits.test)["accuracy"]
-        rows.append({"variant": v.name, "width": v.config["shape"]["width"], "channels": list(_quality.stage_channels(v.model)),
+        rows.append({"variant": v.name, "width": v.config["shape"]["width"], "channels": list(quality.stage_channels(v.model)),
                      "channels_config": v.config["shape"]["channels"], "params": v.params, "macs": v.macs,
                      "acc_sortednet": acc, "independent": []})
         log(f"      {v.name}: test accuracy {acc:.4f}")
-    for s in cfg["seeds"]:
-        for v, row in zip(fam.variants, rows):
-            log(f"independent {v.name} (channels {row['channels']}), seed {s}: fit {T + S} epochs")
-            ind = _quality.independent(v, splits, epochs=T + S, seed=s)
-            row["independent"].append(ind)
+    for s in seeds:
+        for v, r in zip(fam.variants, rows):
+            log(f"independent {v.name} (channels {r['channels']}), seed {s}: fit {T + S} epochs")
+            ind = quality.independent(v, splits, epochs=T + S, seed=s)
+            r["independent"].append(ind)
             log(f"      test accuracy {ind['test_accuracy']:.4f} ({ind['wall_s']:.0f} s)")
     full = rows[-1]["acc_sortednet"]
-    for row in rows:
-        accs = [r["test_accuracy"] for r in row["independent"]]
-        row["acc_independent_mean"] = float(np.mean(accs))
-        row["acc_independent_std"] = float(np.std(accs))
-        row["delta_points_vs_independent"] = 100 * (row["acc_sortednet"] - row["acc_independent_mean"])
-        row["ratio_to_full"] = row["acc_sortednet"] / full
-        row["ratio_to_teacher"] = row["acc_sortednet"] / teacher_info["test_accuracy"]
+    for r in rows:
+        accs = [i["test_accuracy"] for i in r["independent"]]
+        r["acc_independent_mean"] = float(np.mean(accs))
+        r["acc_independent_std"] = float(np.std(accs))
+        r["delta_points_vs_independent"] = 100 * (r["acc_sortednet"] - r["acc_independent_mean"])
+        r["ratio_to_full"] = r["acc_sortednet"] / full
+        r["ratio_to_teacher"] = r["acc_sortednet"] / teacher_info["test_accuracy"]
     result["quality"] = {"teacher": teacher_info, "sortednet": {"epochs": S, "wall_s": sn_wall}, "variants": rows,
                          "full_variant": rows[-1]["variant"]}
 
     # -- speed, on the bundle of this family -------------------------------------------------------------
+    ms = []
     with tempfile.TemporaryDirectory(prefix="slimkit-bench-") as tmp:
         bundle_dir = Path(tmp) / "bundle"
         log("export: bundle of every width")
@@ -164,45 +105,47 @@ def main(argv=None) -> int:
         result["quality"]["export_wall_s"] = time.perf_counter() - t
         engines = {t_: runtime.load(bundle_dir, threads=t_) for t_ in (1, None)}
         log("accuracy through ONNX Runtime versus PyTorch, per width")
-        result["onnx_parity"] = _quality.onnx_parity(fam, engines[1], splits.test, log)
+        result["onnx_parity"] = quality.onnx_parity(fam, engines[1], splits.test, log)
         rng = np.random.default_rng(0)
         shape = tuple(splits.example_input.shape[1:])
         xs = {b: rng.standard_normal((b, *shape)).astype(np.float32) for b in (1, 64)}
         speed: dict = {"overhead": [], "switching": [], "latency": []}
         for threads in (1, None):
             eng = engines[threads]
-            log(f"threads={threads}: Engine.run vs sess.run at batch 1, {cfg['overhead'][0]} rounds x "
-                f"{cfg['overhead'][1]} calls")
-            o = _speed.overhead(eng, bundle_dir, xs[1], threads=threads, rounds=cfg["overhead"][0],
-                                calls=cfg["overhead"][1])
+            log(f"threads={threads}: Engine.run vs sess.run at batch 1, {timing['overhead']}")
+            o, m = sn_speed.overhead(eng, bundle_dir, xs[1], threads=threads, timing=timing["overhead"], name="overhead")
             speed["overhead"].append(o)
+            ms += m
             log("      median us/call " + ", ".join(f"{k} {v:.1f}" for k, v in o["median_us"].items())
                 + "; ratio " + ", ".join(f"{k} {v['median']:.3f}" for k, v in o["ratio_vs_raw"].items()))
-            log(f"threads={threads}: alternating widths every call vs width after width")
-            s_ = _speed.switching(eng, bundle_dir, xs[1], threads=threads, rounds=cfg["switch"][0], calls=cfg["switch"][1])
+            log(f"threads={threads}: alternating widths every call vs width after width, {timing['switch']}")
+            s_, m = sn_speed.switching(eng, bundle_dir, xs[1], threads=threads, timing=timing["switch"], name="switch")
             speed["switching"].append(s_)
+            ms += m
             log(f"      ratio alternate/stay: engine {s_['ratio_alternate_vs_stay']['median']:.3f}, "
                 f"plain sessions {s_['raw_ratio_alternate_vs_stay']['median']:.3f}, "
                 f"engine over plain {s_['engine_over_raw_switching']['median']:.3f}")
             for b in (1, 64):
-                rounds, calls = cfg[f"lat_b{b}"]
-                log(f"threads={threads}: latency per width at batch {b}, {rounds} rounds x {calls} calls")
-                lat = _speed.latency(eng, xs[b], threads=threads, rounds=rounds, calls=calls)
+                key = f"lat_b{b}"
+                log(f"threads={threads}: latency per width at batch {b}, {timing[key]}")
+                lat, m = sn_speed.latency(eng, xs[b], threads=threads, timing=timing[key], name=key)
                 speed["latency"].append(lat)
+                ms += m
                 log("      p50 ms " + ", ".join(f"{n} {r['p50_ms']:.3f}" for n, r in lat["per_variant"].items())
                     + f"; speedup {lat['speedup']['median']:.2f}x")
         result["speed"] = speed
 
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     result["targets"] = targets(result)
-    result["wall_s"] = time.perf_counter() - _T0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    md.write_text(_report.markdown(result, json_path=out))
-    log(f"wrote {out} and {md} ({result['wall_s']:.0f} s in all)")
+    result["wall_s"] = time.perf_counter() - t_start
     for t_ in result["targets"]:
         log(f"  {t_['status']:>12}  {t_['target']}: {t_['value']}")
-    return 0
+    quality_info = {"teacher_test_accuracy": teacher_info["test_accuracy"],
+                    "test_accuracy": {r["variant"]: r["acc_sortednet"] for r in rows},
+                    "independent_mean": {r["variant"]: r["acc_independent_mean"] for r in rows}}
+    for m in ms:
+        m.extra["quality"] = quality_info
+    return Result(doc=result, measurements=ms)
 
 
 def targets(r: dict) -> list[dict]:
@@ -252,6 +195,3 @@ def targets(r: dict) -> list[dict]:
                 f"{s['median']:.2f}x [IQR {s['q1']:.2f}-{s['q3']:.2f}]", s["median"] >= TARGETS["speedup_b64"])
     return out
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,32 @@
-"""Markdown summary of ``bench/sparse_rnn_results.json`` (``bench/SPARSE_RNN_RESULTS.md``)."""
+"""The sparse RNN report (``sparse_rnn/RESULTS.md``) of one results file, and its targets."""
 
 from __future__ import annotations
 
-__all__ = ["render"]
+__all__ = ["targets", "render"]
+
+
+def targets(cells: dict) -> dict:
+    """Per cell: each of issue 4's targets, met or not, with the figures it was judged on."""
+    out = {}
+    for cell, r in cells.items():
+        dense = r["dense"]["test"]
+        best80 = max(r["oneshot"]["s0.80"]["test"], r["gradual"]["s0.80"]["test"])
+        u = r["structured"]["u0.50"]
+        speed = r.get("latency", {}).get("u0.50", {}).get("32", {}).get("speedup")
+        out[cell] = {
+            "s0.80_within_1pt": {"met": dense - r["gradual"]["s0.80"]["test"] <= 0.01,
+                                 "gradual": r["gradual"]["s0.80"]["test"], "best_of_schedules": best80,
+                                 "dense": dense},
+            "structured_half_1.8x_b32": {"met": bool(speed is not None and speed >= 1.8), "speedup": speed},
+            "structured_half_within_2pt": {"met": dense - u["test"] <= 0.02, "test": u["test"], "dense": dense},
+            "ge_torch_prune": {s: {"met": max(r["gradual"][s]["test"], r["oneshot"][s]["test"])
+                                   >= r["torch_prune"][s]["test"],
+                                   "gradual_met": r["gradual"][s]["test"] >= r["torch_prune"][s]["test"],
+                                   "gradual": r["gradual"][s]["test"], "oneshot": r["oneshot"][s]["test"],
+                                   "torch_prune": r["torch_prune"][s]["test"]}
+                               for s in r["torch_prune"]},
+        }
+    return out
 
 
 def _pct(x: float) -> str:
@@ -13,10 +37,12 @@ def _yes(met: bool) -> str:
     return "**met**" if met else "**not met**"
 
 
-def render(doc: dict) -> str:
+def render(doc: dict, *, json_name: str = "results.json") -> str:
+    """The Markdown report of one results file (its targets recomputed from its figures)."""
     s = doc["setup"]
     lines = ["# Sparse RNN pruning: results", "",
-             "Produced by `.venv/bin/python bench/sparse_rnn.py` (figures in `bench/sparse_rnn_results.json`)"
+             f"Produced by `{s.get('command', '.venv/bin/python bench/sparse_rnn.py')}` (figures in "
+             f"`bench/sparse_rnn/{json_name}`)"
              + (" -- QUICK SMOKE RUN, not the reported figures" if s.get("quick") else "") + ".", "",
              f"- Data: {s['data']}; accuracies are on the test split.",
              f"- Models: {s['models']}; dense: {s['dense_training']}.",
@@ -58,7 +84,7 @@ def render(doc: dict) -> str:
                 lines.append(f"| {name} | {b} | {rec['median_ms']:.3f} | {sp} |")
         lines.append("")
     lines += ["## Targets", ""]
-    for cell, t in doc.get("targets", {}).items():
+    for cell, t in targets(doc["cells"]).items():
         a = t["s0.80_within_1pt"]
         lines.append(f"- {cell.upper()} 80 % unstructured (gradual) within 1 point of dense: {_yes(a['met'])} "
                      f"({_pct(a['gradual'])} vs {_pct(a['dense'])}; best schedule {_pct(a['best_of_schedules'])})")

@@ -1,15 +1,18 @@
-"""Pool several seed runs of ``bench/sparse_rnn.py`` into mean tables (Markdown on stdout).
+"""``sparse_rnn/SEEDS.md``: several seed runs of the sparse RNN rows pooled into mean tables.
 
-    .venv/bin/python bench/_sparse_rnn_seeds.py bench/sparse_rnn_results.json bench/sparse_rnn_results_seed1.json ...
+The full rows that differ only in their seed form a group (same cells, same fine-tuning epochs); each
+group gets, per cell, the mean over its seeds and each seed's verdict on issue 4's targets.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+from bench.sparse_rnn.report import targets
+
+__all__ = ["pooled", "markdown"]
 
 
 def pooled(docs: list[dict], cell: str) -> list[str]:
+    """Mean tables of ``cell`` over ``docs`` (one results file per seed)."""
     runs = [d["cells"][cell] for d in docs if cell in d["cells"]]
     seeds = [d["setup"]["seed"] for d in docs if cell in d["cells"]]
     if not runs:
@@ -39,15 +42,41 @@ def pooled(docs: list[dict], cell: str) -> list[str]:
         out += ["", f"Half the hidden units (u0.50): {u:.2f} % ({u - dense:+.2f} vs dense; per seed "
                     f"{per_seed(lambda r: r['structured']['u0.50']['test'])}); ONNX Runtime speed-up at batch 32 "
                     f"per seed: {speed}."]
-    return out + [""]
+    return out + ["", *verdicts(docs, cell), ""]
 
 
-def main(paths: list[str]) -> int:
-    docs = [json.loads(open(p).read()) for p in paths]
-    for cell in ("gru", "lstm"):
-        print("\n".join(pooled(docs, cell)))
-    return 0
+def verdicts(docs: list[dict], cell: str) -> list[str]:
+    """How many seeds meet each target, worst seed named."""
+    ts = [targets({cell: d["cells"][cell]})[cell] for d in docs if cell in d["cells"]]
+    n = len(ts)
+
+    def count(ok) -> str:
+        return f"{sum(map(ok, ts))} of {n} seeds"
+
+    worst80 = min(100 * (t["s0.80_within_1pt"]["gradual"] - t["s0.80_within_1pt"]["dense"]) for t in ts)
+    worst_u = min(100 * (t["structured_half_within_2pt"]["test"] - t["structured_half_within_2pt"]["dense"]) for t in ts)
+    speeds = [t["structured_half_1.8x_b32"]["speedup"] for t in ts if t["structured_half_1.8x_b32"]["speedup"]]
+    return [f"Targets, {cell.upper()}: 80 % gradual within 1 point of dense on "
+            f"{count(lambda t: t['s0.80_within_1pt']['met'])} (worst {worst80:+.1f}); half the units within 2 "
+            f"points on {count(lambda t: t['structured_half_within_2pt']['met'])} (worst {worst_u:+.1f}) and "
+            f">= 1.8x faster at batch 32 on {count(lambda t: t['structured_half_1.8x_b32']['met'])}"
+            + (f" ({min(speeds):.2f}x-{max(speeds):.2f}x)" if speeds else "")
+            + "; gradual at or above torch.nn.utils.prune at every sparsity on "
+            f"{count(lambda t: all(e['gradual_met'] for e in t['ge_torch_prune'].values()))}."]
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def markdown(groups: list[tuple[str, list[str], list[dict]]]) -> str:
+    """``SEEDS.md`` from ``[(title, file names, docs)]``, one group per budget."""
+    lines = ["# Sparse RNN pruning: several seeds", "",
+             "`sparse_rnn/RESULTS.md` is one seed (0). These tables pool the seeds of each group of full rows "
+             "(data split, dense model, pruning and fine-tuning all reseeded), test accuracy in %, every method "
+             "given the same fine-tuning. Made by `python -m bench sparse_rnn --render` from the files named "
+             "under each heading; `python -m bench sparse_rnn` reruns the rows (`--list` shows them).", ""]
+    for title, names, docs in groups:
+        lines += [f"## {title}", "", "Files: " + ", ".join(f"`{n}`" for n in names) + ".", ""]
+        for cell in ("gru", "lstm"):
+            lines += pooled(docs, cell)
+    lines += ["One-shot magnitude pruning is the baseline's algorithm (`torch.nn.utils.prune.global_unstructured`, "
+              "L1); it differs from it by at most a few test samples (different random state during fine-tuning).",
+              ""]
+    return "\n".join(lines)
