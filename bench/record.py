@@ -44,6 +44,7 @@ def entry(row: Row, m: Measurement, *, when: str, commit: str) -> dict:
         stats.update(float(s))
     out = stats.as_dict()
     out["iterations"] = m.iterations
+    out["data"] = [float(s) for s in m.seconds]  # as pytest --benchmark-json keeps them
     timing = row.timing.get(m.timing) if m.timing else None
     return {
         "group": f"{row.id}/{m.group}",
