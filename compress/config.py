@@ -34,8 +34,8 @@ from typing import Any, ClassVar, TypeVar
 
 from slimkit.runtime.errors import ConfigError
 
-__all__ = ["MethodConfig", "Option", "check_int", "check_choice", "check_fraction", "check_fractions",
-           "check_bool"]
+__all__ = ["MethodConfig", "Option", "docstring_fields", "check_int", "check_choice", "check_fraction",
+           "check_fractions", "check_bool"]
 
 C = TypeVar("C", bound="MethodConfig")
 
@@ -161,17 +161,18 @@ class MethodConfig:
     @classmethod
     def options(cls) -> list[Option]:
         """Every option (``version`` left out) with its default, type and help line from the docstring."""
-        helps, defaults = _attribute_help(cls.__doc__ or ""), cls.defaults()
+        helps, defaults = docstring_fields(cls.__doc__ or ""), cls.defaults()
         return [Option(f.name, defaults.get(f.name), str(f.type), helps.get(f.name, ""))
                 for f in dataclasses.fields(cls) if f.init and f.name != "version"]
 
 
-def _attribute_help(doc: str) -> dict[str, str]:
-    """``name -> first sentence`` from a Google-style ``Attributes:`` section (``a, b: text`` documents both)."""
+def docstring_fields(doc: str, section: str = "Attributes") -> dict[str, str]:
+    """``name -> text`` from a Google-style docstring section (``Attributes:``, ``Args:``; ``a, b: text``
+    documents both), as :meth:`MethodConfig.options` and the ``slimkit compress`` help read them."""
     helps: dict[str, str] = {}
     lines = doc.splitlines()
     try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+        start = next(i for i, line in enumerate(lines) if line.strip() == f"{section}:")
     except StopIteration:
         return helps
     indent, current = None, []
@@ -200,6 +201,7 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (no truthy stand-ins such as 0 or ``"yes"``)."""
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, got {value!r}")
     return value

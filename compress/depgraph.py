@@ -53,6 +53,7 @@ class RNNStandIn(nn.Module):
         self.out_size, self.rnn, self.states = out, [rnn], (rnn.num_layers * dirs, rnn.hidden_size)  # list: no submodule
 
     def forward(self, x, hx=None):
+        """``(B, T, in) -> ((B, T, out x dirs), zero states)`` (batch second without ``batch_first``)."""
         if isinstance(x, nn.utils.rnn.PackedSequence):
             return self.rnn[0](x, hx)  # traced through: correct, only slower
         y = self.proj(x)

@@ -138,6 +138,7 @@ class Family:
 
     @property
     def names(self) -> list[str]:
+        """The variants' names, cheapest first."""
         return [v.name for v in self.variants]
 
     @property
@@ -147,10 +148,12 @@ class Family:
 
     @property
     def largest(self) -> Variant:
+        """The most expensive variant: ``budget`` fractions are of its MACs."""
         return self.variants[-1]
 
     @property
     def smallest(self) -> Variant:
+        """The cheapest variant."""
         return self.variants[0]
 
     def select(self, budget: float = 1.0, *, fallback: str | None = None) -> Variant:

@@ -54,6 +54,7 @@ class ChannelGroup:
 
     @property
     def kind(self) -> str:
+        """``"heads"`` for an attention group (it shrinks by whole heads), else ``"channels"``."""
         return "heads" if self.unit > 1 else "channels"
 
     def keep(self, fraction: float, round_to: int = 8) -> int:
@@ -73,11 +74,13 @@ class BlockStack:
     indices: tuple[int, ...]
 
     def keep(self, fraction: float) -> int:
+        """Blocks kept at depth ``fraction``: a prefix of the stack, at least one."""
         return max(1, math.ceil(fraction * len(self.indices) - 1e-9))
 
 
 @dataclass
 class Analysis:
+    """What :func:`analyze` found: channel groups, block stacks, groups kept full and why, removable units."""
     groups: list[ChannelGroup]
     stacks: list[BlockStack]
     frozen: list[tuple[str, str]] = field(default_factory=list)  # (root, reason) of groups kept full
@@ -89,6 +92,7 @@ class Skip(nn.Module):
     """Stands in for a removed block: returns its first input unchanged."""
 
     def forward(self, x, *args, **kwargs):
+        """``x``, unchanged."""
         return x
 
 

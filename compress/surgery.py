@@ -92,6 +92,7 @@ class ExplicitAttention(nn.Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True, attn_mask=None,
                 average_attn_weights: bool = True, is_causal: bool = False):
+        """``(B, T, E)`` (or ``(T, B, E)``, or ``(T, E)``) -> ``(output of the query's shape, weights or None)``."""
         unbatched = query.dim() == 2
         if unbatched:  # (T, E) -> (1, T, E)
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -168,6 +169,7 @@ class ExplicitEncoderLayer(nn.Module):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
+        """``src`` ``(B, T, D)`` or ``(T, B, D)`` -> the same shape."""
         x = src
         if self.norm_first:
             x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -184,6 +186,7 @@ class ExplicitEncoder(nn.Module):
         self.layers, self.norm, self.num_layers = layers, norm, len(layers)
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal: bool | None = None):
+        """``src`` through every layer, then ``norm``; the same shape out."""
         for layer in self.layers:
             src = layer(src, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
         return src if self.norm is None else self.norm(src)

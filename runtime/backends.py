@@ -90,7 +90,7 @@ def session_options(threads: int | None = None, *, spin: bool = False):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
     # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.06x
-    # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
+    # without; bench/sortednet/RESULTS.md), so idle workers sleep unless the caller opts in.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 
@@ -179,7 +179,7 @@ class OnnxRuntimeBackend:
         dtype = _ORT_TYPES.get(meta.type)
         if binding is None or dtype is None:
             return sess.run
-        x = np.zeros([d if isinstance(d, int) else 1 for d in meta.shape], dtype=dtype)
+        x: np.ndarray = np.zeros([d if isinstance(d, int) else 1 for d in meta.shape], dtype=dtype)
         try:
             want = sess.run(self.output_names, {meta.name: x})
         except Exception:  # this probe does not suit the model (e.g. too short); stay public
@@ -203,8 +203,8 @@ _LAZY = {"torch": (".backends_torch", "TorchBackend"), "tensorrt": (".backends_t
 def get_backend(name: str) -> type:
     """The backend class registered under ``name``; ConfigError listing the known ones otherwise."""
     if isinstance(name, str) and name not in BACKENDS and name in _LAZY:
-        module, cls = _LAZY[name]
-        BACKENDS[name] = getattr(importlib.import_module(module, __package__), cls)
+        module, attr = _LAZY[name]
+        BACKENDS[name] = getattr(importlib.import_module(module, __package__), attr)
     try:
         cls = BACKENDS[name]
     except (KeyError, TypeError):
@@ -215,7 +215,7 @@ def get_backend(name: str) -> type:
     return cls
 
 
-def _file_for(cls: type, v: VariantEntry) -> FileEntry:
+def _file_for(cls: Any, v: VariantEntry) -> FileEntry:
     pick = getattr(cls, "pick_file", None)
     f = pick(v) if pick is not None else v.files.get(cls.file_kind)
     if f is None:

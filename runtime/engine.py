@@ -211,7 +211,7 @@ class Engine:
             return best
         if fallback == "smallest":
             return self._names[0]
-        fastest = min(p50, key=p50.get)
+        fastest = min(p50, key=lambda n: p50[n])
         raise BudgetError(
             f"no variant meets latency_ms={latency_ms:g} on {self.latency_key}: the fastest ({fastest}) "
             f"has p50 {p50[fastest]:.4g} ms at batch 1; raise latency_ms or pass fallback='smallest'"
@@ -304,10 +304,11 @@ class Engine:
         if any(d is None for d in shape):
             raise ConfigError(f"the input {spec.describe()} has a dynamic dim besides the batch; pass "
                               "example= (one sample) to measure_latency so it knows the size to time")
+        sizes = [d for d in shape if d is not None]  # every dim: None was refused above
         rng = np.random.default_rng(0)
         if np.issubdtype(self._dtype, np.floating):
-            return rng.standard_normal(shape).astype(self._dtype)
-        return np.zeros(shape, dtype=self._dtype)
+            return rng.standard_normal(sizes).astype(self._dtype)
+        return np.zeros(sizes, dtype=self._dtype)
 
     # -- inputs --------------------------------------------------------------------------------------------
     def _check_input(self, x: Any) -> None:
@@ -329,6 +330,7 @@ class Engine:
 
     @property
     def names(self) -> list[str]:
+        """The variants' names, cheapest first."""
         return list(self._names)
 
     def __repr__(self) -> str:

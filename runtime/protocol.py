@@ -1,6 +1,6 @@
 """The KServe v2 / Triton inference protocol over HTTP: JSON tensors and the binary tensor extension.
 
-Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.server`.
+Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.app`.
 
 Protocol: the KServe "Open Inference Protocol" v2 REST API
 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/) and Triton's binary
@@ -101,6 +101,7 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: TensorSpe
     Raises:
         HTTPError: 400 with a message naming the field, what was received and what is allowed.
     """
+    rest: bytes | memoryview
     if header_length is None:
         header, rest = body, b""
     else:
@@ -137,7 +138,7 @@ def _decode_tensor(t: dict, rest: Any, spec: TensorSpec) -> np.ndarray:
     if name != spec.name:
         raise _bad(f"unknown input {name!r}; this model's input is {spec.name!r} ({spec.describe()})")
     want = _V2_NAME.get(spec.dtype)
-    if datatype != want:
+    if not isinstance(datatype, str) or datatype != want:
         raise _bad(f"input {name!r} has datatype {datatype!r}; this model takes {want} ({spec.describe()})")
     if (not isinstance(shape, list) or len(shape) != len(spec.shape)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)

@@ -56,6 +56,7 @@ class BundleServer:
         return {"output": y, "variant": self.engine.last}
 
     def variants(self) -> list[str]:
+        """The bundle's variant names, cheapest first."""
         return self.engine.names
 
     async def __call__(self, request: Any) -> Any:

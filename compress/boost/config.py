@@ -50,6 +50,7 @@ class BoostConfig(MethodConfig):
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse bad boosting options with a ConfigError naming the option."""
         for name in ("stages", "units", "max_iter"):
             check_int(name, getattr(self, name), 1)
         check_fraction("shrinkage", self.shrinkage)

@@ -78,6 +78,7 @@ def head_features(model: nn.Module, head: nn.Linear, loader: DataLoader) -> tupl
 
 
 def head_targets(y: torch.Tensor, task: str, outputs: int, split: str) -> torch.Tensor:
+    """``y`` checked and shaped as the head's targets: int64 labels in ``[0, outputs)``, or ``(N, outputs)`` floats."""
     if task == "classification":
         if y.dtype.is_floating_point or y.dim() != 1:
             raise ConfigError(f"task='classification' needs integer class labels of shape (N,) in the {split} "

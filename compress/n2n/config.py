@@ -57,6 +57,7 @@ class N2NConfig(MethodConfig):
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse bad N2N options (cost, budget keys and fractions, ratios, counts) with a ConfigError."""
         names = COSTS + ((self.custom_cost,) if self.custom_cost else ())
         check_choice("cost", self.cost, names, "or pass a callable module -> cost, "
                      "e.g. slimkit.export.latency_cost(example_input)")

@@ -34,6 +34,7 @@ class Checkpoint:
                                   "use a new checkpoint directory or the same settings")
 
     def save(self, trainers: dict[str, Reinforce], search: Search) -> None:
+        """Write the trainers, the transferable policies and the scored-student cache, atomically."""
         if self.path is None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,7 @@ class Checkpoint:
         os.replace(tmp, self.path / "state.json")
 
     def restore(self, trainers: dict[str, Reinforce], search: Search) -> None:
+        """Load what :meth:`save` wrote (trainers and scored-student cache), if anything."""
         if self.path is None:
             return
         for name, tr in trainers.items():

@@ -61,9 +61,11 @@ class Search:
     # -- architectures ----------------------------------------------------------------------------------
     @staticmethod
     def key(arch: dict) -> str:
+        """A short stable hash of an architecture: the cache key of its student."""
         return hashlib.sha1(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
     def build(self, arch: dict) -> nn.Module:
+        """The student of ``arch``: the teacher shrunk to it, the kept weights copied from the teacher."""
         small, index_map = graph.shrink(self.teacher, self.x, self.analysis, keep=arch["channels"],
                                         remove=arch["remove"])
         state = self.teacher.state_dict()
@@ -72,6 +74,7 @@ class Search:
         return small
 
     def score(self, arch: dict) -> Student:
+        """Distil and score the student of ``arch`` (cached under :meth:`key`)."""
         k = self.key(arch)
         if k in self.cache:
             return self.cache[k]
@@ -103,6 +106,7 @@ class Search:
 
     # -- layer tables ----------------------------------------------------------------------------------
     def removal_table(self) -> np.ndarray:
+        """The removal policy's input: one normalised feature row per removable unit."""
         rows, n = [], len(self.analysis.units)
         for i, name in enumerate(self.analysis.units):
             unit = self.teacher.get_submodule(name)
@@ -110,11 +114,13 @@ class Search:
         return normalize_table(np.array(rows, dtype=np.float64))
 
     def shrink_rows(self, remove: list[str]) -> list[graph.ChannelGroup]:
+        """The channel groups still present once the units in ``remove`` are gone."""
         gone = tuple(u + "." for u in remove)
         return [g for g in self.analysis.groups
                 if any(not (s + ".").startswith(gone) and s not in remove for s in g.sources)]
 
     def shrink_table(self, groups: list[graph.ChannelGroup]) -> np.ndarray:
+        """The shrink policy's input: one normalised feature row per channel group."""
         order = {n: i for i, (n, _) in enumerate(self.teacher.named_modules())}
         total = max(len(order), 1)
         rows = []
@@ -222,10 +228,12 @@ class Search:
         return arch  # over budget even so (smallest_cost() refuses such budgets up front)
 
     def fits(self, arch: dict) -> bool:
+        """Whether ``arch`` meets every limit of the budget."""
         cost = self.cost_of(arch)
         return all(cost[n] <= b for n, b in self.cfg.budget.items())
 
     def smallest_cost(self) -> dict[str, float]:
+        """Cost fractions of the smallest student the search can build: the floor of any budget."""
         remove = list(self.analysis.units)
         return self.cost_of(self.arch(remove, [0] * len(self.shrink_rows(remove))))
 

@@ -64,15 +64,18 @@ class Block:
 
     @property
     def depth(self) -> int:
+        """Hidden layers of the chain (its linears minus one)."""
         return len(self.linears) - 1
 
     def to_dict(self) -> dict:
+        """The block as JSON-ready data (read back by :meth:`from_dict`)."""
         return {"name": self.name, "linears": list(self.linears), "activations": list(self.activations),
                 "modules": list(self.modules), "module": self.module, "in_features": self.in_features,
                 "out_features": self.out_features}
 
     @classmethod
     def from_dict(cls, d: dict) -> Block:
+        """The block :meth:`to_dict` wrote."""
         return cls(d["name"], tuple(d["linears"]), tuple(d["activations"]), tuple(d["modules"]), d["module"],
                    d["in_features"], d["out_features"])
 
@@ -309,6 +312,7 @@ class SNNKBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in) -> (..., out)``: the random-feature tower, then the learned linear map."""
         return F.linear(self.embed(x), self.theta, self.bias)
 
 
@@ -345,10 +349,12 @@ def build_block(blk: Block, index: int, m: int, *, kind: str, seed: int, orthogo
 
 
 def linears_of(model: nn.Module, blk: Block) -> list[nn.Linear]:
+    """The ``nn.Linear`` modules of ``blk`` in ``model`` (the model's own, not copies)."""
     return [model.get_submodule(n) for n in blk.linears]  # read only: no copies
 
 
 def unsupported(model: nn.Module) -> UnsupportedModelError:
+    """The error for a model in which SNNK finds no block to replace (it names the model's Linear layers)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     found = (f"its nn.Linear layers ({', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''}) form no such "
              "chain" if linears else "it has no nn.Linear layer (convolutions and recurrent layers are not replaced)")

@@ -72,6 +72,7 @@ class SNNKConfig(MethodConfig):
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse bad SNNK options with a ConfigError; ``features`` and ``targets`` become tuples."""
         self.features = _features(self.features)
         self.targets = tuple(self.targets)
         check_choice("kind", self.kind, KINDS)

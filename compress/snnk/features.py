@@ -104,6 +104,7 @@ class RandomFeatures(nn.Module):
         self.register_buffer("scale", torch.ones(()))  # s: inputs are multiplied by it, weights divided
 
     def extra_repr(self) -> str:
+        """The sizes and kind shown in the module's repr."""
         return f"in_features={self.in_features}, m={self.m}, kind={self.kind!r}"
 
     @property

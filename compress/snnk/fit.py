@@ -50,11 +50,13 @@ class Stats:
 
     @classmethod
     def empty(cls, m: int, out: int) -> Stats:
+        """The statistics of no rows, for ``m`` features and ``out`` targets."""
         f = dict(dtype=torch.float64)
         return cls(torch.zeros(m, m, **f), torch.zeros(m, out, **f), torch.zeros(m, **f),
                    torch.zeros(out, **f), 0.0, 0)
 
     def add(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Accumulate rows ``z`` ``(n, m)`` with their targets ``y`` ``(n, out)``."""
         self.zz += z.T @ z
         self.zy += z.T @ y
         self.z += z.sum(0)
@@ -67,6 +69,7 @@ class Stats:
                      self.yy + other.yy, self.n + other.n)
 
     def centred(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``Z^T Z`` and ``Z^T Y`` about the means, and the means of ``Z`` and ``Y``."""
         zm, ym = self.z / self.n, self.y / self.n
         return self.zz - self.n * torch.outer(zm, zm), self.zy - self.n * torch.outer(zm, ym), zm, ym
 

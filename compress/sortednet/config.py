@@ -57,6 +57,7 @@ class SortedNetConfig(MethodConfig):
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse bad SortedNet options with a ConfigError; widths and depths become sorted tuples."""
         self.widths = check_fractions("widths", self.widths)
         if self.depths is not None:
             self.depths = check_fractions("depths", self.depths)

@@ -130,6 +130,7 @@ class SortedNet(nn.Module):
             self._active = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the sub-network selected by :meth:`use` (the largest by default) with the shared weights."""
         sub = self._sub(self._active)
         sub.skeleton.train(self.training)
         return sub.forward(dict(self.model.named_parameters()), x)

@@ -62,6 +62,7 @@ class SparseRNNConfig(MethodConfig):
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse bad sparse-RNN options (sparsities, schedule, graph, weights, counts) with a ConfigError."""
         self.sparsities = check_fractions("sparsities", self.sparsities, example="(0.5, 0.8, 0.9)",
                                           low_open=False, high_open=True)
         if self.graph is not None:

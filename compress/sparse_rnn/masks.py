@@ -41,6 +41,7 @@ class RecurrentWeight:
 
     @property
     def name(self) -> str:
+        """The parameter's name in the model, e.g. ``rnn.weight_hh_l0``."""
         return f"{self.module}.{self.attr}" if self.module else self.attr
 
 
@@ -96,6 +97,7 @@ class Masks:
 
     @torch.no_grad()
     def apply(self) -> None:
+        """Zero every masked weight (after each optimiser step)."""
         for n, p in self.params.items():
             p.mul_(self.masks[n])
 
@@ -105,6 +107,7 @@ class Masks:
             self._hooks.append(p.register_hook(lambda g, n=n: g * self.masks[n]))
 
     def unhook(self) -> None:
+        """Remove the gradient hooks :meth:`hook` installed."""
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
