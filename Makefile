@@ -23,7 +23,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench all --quick
 
 # The GPU check (docs/gpu-check.md). gpu-prepare runs here: it fills the git-ignored .whl/ with the
 # pure-Python wheels slimkit imports that the bare GPU machine lacks, and the demo's MNIST-1D arrays

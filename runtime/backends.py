@@ -92,7 +92,7 @@ def session_options(threads: int | None = None, *, spin: bool = False):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
     # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.06x
-    # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
+    # without; bench/sortednet/RESULTS.md), so idle workers sleep unless the caller opts in.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 

@@ -76,7 +76,7 @@ __all__ = [
     "FORMAT", "VERSION", "SUPPORTED_VERSIONS", "MANIFEST_NAME",
     "TensorSpec", "FileEntry", "VariantEntry", "Manifest",
     "read_manifest", "write_manifest", "sha256_file", "update_latency", "check_variant_name",
-    "PRECISIONS", "tensorrt_key",
+    "PRECISIONS", "tensorrt_key", "resolve_file", "atomic_write_text",
 ]
 
 

@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.gpu.report import TARGETS, judge, markdown
 from slimkit.runtime.manifest import atomic_write_text
-
-from .report import TARGETS, judge, markdown
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
@@ -111,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from . import measure
-    from .check import check_family, error_record
-    from .env import Deadline, environment
-    from .families import FAMILIES
+    from bench.gpu import measure
+    from bench.gpu.check import check_family, error_record
+    from bench.gpu.env import Deadline, environment
+    from bench.gpu.families import FAMILIES
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"error: --device cuda, but torch {torch.__version__} sees no CUDA device; run on a GPU machine "

@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
+from bench.gpu import measure
+from bench.gpu.backends import REFERENCE, Backend, Skip, open_each
+from bench.gpu.env import Deadline, fp32_ieee
+from bench.gpu.families import FamilySpec
 from slimkit import export
-
-from . import measure
-from .backends import REFERENCE, Backend, Skip, open_each
-from .env import Deadline, fp32_ieee
-from .families import FamilySpec
 
 __all__ = ["check_family", "error_record", "TIMING_NEED_S"]
 

@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
+
+from bench.speed import gc_off, order, ratio_summary
 
 __all__ = ["Settings", "QUICK", "FULL", "parity", "latency", "switching", "side_by_side", "ratio_summary",
            "inputs"]
@@ -38,31 +38,6 @@ class Settings:
 
 FULL = Settings(warmup=20, rounds=20, calls=10, ratio_rounds=20, ratio_calls=40)  # 200 timed calls each
 QUICK = Settings(warmup=2, rounds=3, calls=3, ratio_rounds=3, ratio_calls=4)
-
-
-@contextmanager
-def _gc_off() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _order(names: list[str], r: int) -> list[str]:
-    """Round ``r``'s order: rotated every round, reversed every other pass."""
-    k = r % len(names)
-    order = names[k:] + names[:k]
-    return order[::-1] if (r // len(names)) % 2 else order
-
-
-def ratio_summary(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
-    """Median and quartiles over rounds of ``candidate / baseline``."""
-    r = np.asarray(candidate) / np.asarray(baseline)
-    q1, med, q3 = np.percentile(r, [25, 50, 75])
-    return {"median": float(med), "q1": float(q1), "q3": float(q3), "rounds": int(r.size)}
 
 
 def inputs(shape: tuple[int, ...], batches: tuple[int, ...], seed: int) -> dict[int, np.ndarray]:
@@ -104,9 +79,9 @@ def latency(calls: dict[str, Call], x: np.ndarray, s: Settings, sync: Callable[[
             calls[n](x)
     samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
     round_median = {n: np.empty(s.rounds) for n in names}
-    with _gc_off():
+    with gc_off():
         for r in range(s.rounds):
-            for n in _order(names, r):
+            for n in order(names, r):
                 t = np.empty(s.calls)
                 for i in range(s.calls):
                     sync()
@@ -135,9 +110,9 @@ def _interleaved(fns: dict[str, Callable[[int], object]], s: Settings,
     for n in names:
         fns[n](max(s.warmup, 1))
     per = {n: np.empty(s.ratio_rounds) for n in names}
-    with _gc_off():
+    with gc_off():
         for r in range(s.ratio_rounds):
-            for n in _order(names, r):
+            for n in order(names, r):
                 sync()
                 t0 = time.perf_counter()
                 fns[n](s.ratio_calls)

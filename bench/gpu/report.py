@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backends import BACKENDS, REFERENCE
+from bench.gpu.backends import BACKENDS, REFERENCE
 
 __all__ = ["TARGETS", "judge", "markdown"]
 
