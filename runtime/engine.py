@@ -100,7 +100,7 @@ class Engine:
         self._local = threading.local()
         self._measure_lock = threading.Lock()
         if len(self.inputs) > 1:
-            self._outputs = self._outputs_feed  # type: ignore[method-assign]  # a dict, checked first
+            self._outputs = self._outputs_feed  # type: ignore[method-assign,assignment]  # a dict, checked first
 
     # -- hot path -------------------------------------------------------------------------------------
     def run(self, x: np.ndarray | dict[str, np.ndarray], *, budget: float | None = None,

@@ -100,7 +100,7 @@ def example_feed(specs: Sequence[TensorSpec], example: Any = None) -> dict[str, 
         if any(d is None for d in shape):
             raise ConfigError(f"the input {s.name!r} {s.describe()} has a dynamic dim besides the batch; pass "
                               "example= (one sample) to measure_latency so it knows the size to time")
-        sizes = [int(d) for d in shape]
+        sizes = [int(d) for d in shape if d is not None]  # every dim: None was refused above
         dtype = np.dtype(s.dtype)
         out[s.name] = (rng.standard_normal(sizes).astype(dtype) if np.issubdtype(dtype, np.floating)
                        else np.ones(sizes, dtype=dtype))

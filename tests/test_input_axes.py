@@ -97,7 +97,7 @@ def test_example_names_must_be_the_forwards_parameters():
     with pytest.raises(ConfigError, match="3 inputs"):
         named_inputs(TwoInputs(), (torch.zeros(1), torch.zeros(1), torch.zeros(1)))
     with pytest.raises(ConfigError, match="a tensor, a tuple of tensors or a dict"):
-        named_inputs(TwoInputs(), [[1, 2]])
+        named_inputs(TwoInputs(), 3)
 
 
 def test_a_family_keeps_two_rows_and_saves_its_axes(tmp_path):
