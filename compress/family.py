@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from slimkit.runtime.errors import ConfigError, SlimkitError, VariantError
 
 from .cost import count_macs, count_params
 from .outputs import Output, output_to_json, select_output, selector_of
+from .input_axes import SINGLE_INPUT, find_dynamic_axes
 
 __all__ = ["Variant", "Family", "register_rebuilder", "variant_config", "upgrade_variant_config"]
 
@@ -103,14 +104,18 @@ class Family:
     Args:
         variants: the members; sorted here by (MACs, params).
         method: the method that made them (``"sortednet"``, ...), used to rebuild them on load.
-        example_input: a tensor with the model's input shape and dtype (batch first).
+        example_input: a tensor with the model's input shape and dtype (batch first); two rows of it are
+            kept (an export traced at batch 1 can bake the batch into the graph).
         task: ``"classification"`` or ``"regression"``.
         source: ``{"params", "macs", "metrics"}`` of the uncompressed model.
         base: how to rebuild the base model without the user's help (zoo name and kwargs), or None.
+        dynamic_dims: the input's axes that may vary, ``{axis: name}``; default: found from the largest
+            variant when first needed (see :attr:`dynamic_dims`).
     """
 
     def __init__(self, variants: list[Variant], *, method: str, example_input: torch.Tensor,
-                 task: str = "classification", source: dict | None = None, base: dict | None = None):
+                 task: str = "classification", source: dict | None = None, base: dict | None = None,
+                 dynamic_dims: Mapping[int, str] | None = None):
         if not variants:
             raise ConfigError("a Family needs at least one variant, got none")
         names = [v.name for v in variants]
@@ -119,9 +124,10 @@ class Family:
         self.variants = sorted(variants, key=lambda v: (v.macs, v.params))
         self.method = method
         self.task = task
-        self.example_input = example_input.detach()[:1].clone()
+        self.example_input = example_input.detach()[:2].clone()
         self.source = dict(source or {})
         self.base = base
+        self._dynamic_dims = {int(a): str(n) for a, n in dynamic_dims.items()} if dynamic_dims is not None else None
 
     # -- access -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -145,6 +151,17 @@ class Family:
     def output(self) -> Output:
         """The ``output=`` selector the variants were made with (their forward returns that tensor), or None."""
         return selector_of(self.largest.model)
+
+    @property
+    def dynamic_dims(self) -> dict[int, str]:
+        """The axes of the input that may vary, ``{axis: name}``: the batch, and the sequence of recurrent,
+        attention and token models (``{0: "batch", 1: "sequence"}``). Found by running the largest variant
+        at other sizes (:func:`slimkit.compress.input_axes.find_dynamic_axes`), saved with the family, and
+        exported as dynamic by ``export.bundle`` (whose ``dynamic_dims=`` overrides them)."""
+        if self._dynamic_dims is None:
+            found = find_dynamic_axes(self.largest.model, {SINGLE_INPUT: self.example_input})
+            self._dynamic_dims = found[SINGLE_INPUT]
+        return dict(self._dynamic_dims)
 
     @property
     def largest(self) -> Variant:
@@ -193,7 +210,8 @@ class Family:
                 "format": FAMILY_FORMAT, "version": FAMILY_VERSION, "method": self.method,
                 "task": self.task, "source": self.source, "base": self.base, "adapt": self._adapt_record(),
                 "example_input": {"shape": list(self.example_input.shape),
-                                  "dtype": str(self.example_input.dtype).removeprefix("torch.")},
+                                  "dtype": str(self.example_input.dtype).removeprefix("torch."),
+                                  "dynamic_dims": {str(a): n for a, n in self.dynamic_dims.items()}},
                 "variants": [],
             }
             for v in self.variants:
@@ -256,8 +274,10 @@ class Family:
             load_model(module, str(path / rec["weights"]))
             module.eval()
             variants.append(Variant(rec["name"], module, rec["params"], rec["macs"], rec["metrics"], config))
+        dims = spec.get("dynamic_dims")  # families saved before it was recorded find it again
         return cls(variants, method=method, example_input=example, task=meta["task"],
-                   source=meta["source"], base=meta["base"])
+                   source=meta["source"], base=meta["base"],
+                   dynamic_dims={int(a): n for a, n in dims.items()} if dims is not None else None)
 
 
 def _adapted(model: nn.Module, record: dict | None, output: Output, path: Path) -> nn.Module:

@@ -24,6 +24,7 @@ from typing import Any
 import onnx
 import torch
 
+from slimkit.compress.input_axes import SINGLE_INPUT, named_inputs
 from slimkit.runtime.errors import ConfigError, ExportError
 from slimkit.runtime.manifest import (
     FileEntry,
@@ -36,7 +37,8 @@ from slimkit.runtime.manifest import (
     write_manifest,
 )
 
-from .onnx import onnx_specs, resolve_dynamic_dims, to_onnx
+from .input_dims import every_axis, export_dims, trace_inputs
+from .onnx import onnx_specs, to_onnx
 
 __all__ = ["bundle", "QUANTIZE", "replace_dir", "file_sizes"]
 
@@ -44,8 +46,8 @@ QUANTIZE = (None, "int8")
 INT8_SUFFIX = "-int8"
 
 
-def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | os.PathLike | None = None,
-           *, dynamic_dims: Mapping[int, str | None] | None = None, opset: int | None = None,
+def bundle(family: Any, example_input: Any = None, path: str | os.PathLike | None = None,
+           *, dynamic_dims: Mapping | None = None, opset: int | None = None,
            overwrite: bool = False, quantize: str | None = None, calibration: Any = None,
            eval_data: Any = None, torch_export: bool = False,
            latency_batches: tuple[int, ...] = (1, 32)) -> Path:
@@ -54,9 +56,14 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     Args:
         family: a :class:`slimkit.compress.Family`.
         example_input: one input tensor; default ``family.example_input``. (``bundle(fam, "dir")``
-            also works: a path in this position is taken as ``path``.)
+            also works: a path in this position is taken as ``path``.) For a model with several inputs, a
+            dict named after the forward's parameters (``{"input_ids": ..., "attention_mask": ...}``) or a
+            tuple, as in :func:`slimkit.export.to_onnx`; every input is named in the manifest.
         path: the bundle directory to create.
-        dynamic_dims: as in :func:`slimkit.export.to_onnx` (default ``{0: "batch"}``).
+        dynamic_dims: overrides the input axes that vary (default: the family's own,
+            :attr:`Family.dynamic_dims`: the batch, and the sequence of recurrent, attention and token
+            models; found from the model for an example of another form), as in
+            :func:`slimkit.export.to_onnx`: ``{1: None}`` fixes the sequence.
         opset: ONNX opset (default: the exporter's).
         overwrite: replace an existing non-empty ``path``.
         quantize: ``"int8"`` adds an INT8 twin ``"<variant>-int8"`` of each variant (static QDQ
@@ -93,11 +100,14 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         example_input = getattr(family, "example_input", None)
         if example_input is None:
             raise ConfigError("the family has no example_input; pass example_input= (one input tensor)")
-    if not isinstance(example_input, torch.Tensor):
-        raise ConfigError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     names = [check_variant_name(v.name) for v in family.variants]
     if not names:
         raise ConfigError("the family has no variants to export")
+    inputs, positional = named_inputs(family.variants[-1].model, example_input)
+    dims = export_dims(family.variants[-1].model, inputs, positional, dynamic_dims, found=_family_dims(family, inputs))
+    if torch_export and list(inputs) != [SINGLE_INPUT]:
+        raise ConfigError(f"torch_export=True serves single-input models; this one takes {list(inputs)}: bundle "
+                          "without it (ONNX serves several inputs)")
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if quantize is None and (calibration is not None or eval_data is not None):
@@ -118,7 +128,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         entries, specs = [], None
         for v in family.variants:
             file = tmp / f"{v.name}.onnx"
-            to_onnx(v.model, example_input, file, dynamic_dims=dynamic_dims, opset=opset)
+            to_onnx(v.model, example_input, file, dynamic_dims=every_axis(dims, inputs), opset=opset)
             io = onnx_specs(onnx.load(str(file), load_external_data=False))
             if specs is None:
                 specs = io
@@ -128,7 +138,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
                                   "of a bundle must take the same input and give outputs of the same dtype")
             files = {"onnx": FileEntry(file.name, sha256_file(file))}
             if torch_export:
-                pt2 = _save_program(v.model, example_input, tmp / f"{v.name}.pt2", dynamic_dims)
+                pt2 = _save_program(v.model, inputs[SINGLE_INPUT], tmp / f"{v.name}.pt2", dims[SINGLE_INPUT])
                 files["torch_export"] = FileEntry(pt2.name, sha256_file(pt2))
             entries.append(VariantEntry(
                 name=v.name, params=int(v.params), macs=int(v.macs),
@@ -138,11 +148,11 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         twins = []
         for e in entries if quantize else []:
             twins.append(_int8_twin(tmp, e, calibration, eval_data, str(family.task)))
-        inputs, outputs = specs
-        for spec in inputs:  # the example's concrete shape lets the runtime time latency later
-            spec["example_shape"] = [int(s) for s in example_input.shape]
+        in_specs, outputs = specs
+        for spec in in_specs:  # the example's concrete shape lets the runtime time latency later
+            spec["example_shape"] = [int(s) for s in inputs[spec["name"]].shape]
         manifest = Manifest(
-            inputs=[_spec(s) for s in inputs], outputs=[_spec(s) for s in outputs], variants=entries,
+            inputs=[_spec(s) for s in in_specs], outputs=[_spec(s) for s in outputs], variants=entries,
             task=str(family.task), method=str(family.method), source=_jsonable(family.source), twins=twins)
         write_manifest(tmp, manifest)
         if quantize and latency_batches:
@@ -206,12 +216,21 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
             batches=batches, repeats=50, save=True)
 
 
-def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
-                  dynamic_dims: Mapping[int, str | None] | None) -> Path:
+def _family_dims(family: Any, inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[int, str]] | None:
+    """The family's recorded input axes, when the example is one tensor of the family's rank; else None
+    (found from the model)."""
+    own = getattr(family, "example_input", None)
+    x = inputs.get(SINGLE_INPUT)
+    if len(inputs) != 1 or x is None or not isinstance(own, torch.Tensor) or own.dim() != x.dim():
+        return None
+    dims = getattr(family, "dynamic_dims", None)
+    return {SINGLE_INPUT: dict(dims)} if dims is not None else None
+
+
+def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path, dims: Mapping[int, str]) -> Path:
     """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
-    dims = resolve_dynamic_dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
-    # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
-    x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
+    # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2 (as the ONNX export)
+    x = trace_inputs({SINGLE_INPUT: example}, {SINGLE_INPUT: dict(dims)})[SINGLE_INPUT]
     shapes = {a: torch.export.Dim.DYNAMIC for a in dims}
     was_training = model.training
     model.eval()

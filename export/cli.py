@@ -54,10 +54,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
     m = read_manifest(args.bundle)  # verifies every file's sha256
     print(f"bundle {args.bundle}: method {m.method or '?'}, task {m.task}, format {m.format} v{m.version}")
-    for s in m.inputs:
-        print(f"  input  {s.describe()}")
+    for s in m.inputs:  # every input by name: a request sends each (input_ids, attention_mask, ...)
+        print(f"  input  {s.name}: {s.describe()}")
     for s in m.outputs:
-        print(f"  output {s.describe()}")
+        print(f"  output {s.name}: {s.describe()}")
     src = m.source or {}
     if src:
         print(f"  source: {src.get('params', 0):,} params, {src.get('macs', 0):,} MACs, metrics {src.get('metrics')}")

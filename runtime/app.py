@@ -34,6 +34,7 @@ from typing import Any
 from .controller import SLOController, measure_service
 from .engine import Engine, load
 from .errors import ConfigError, SlimkitError
+from .feeds import batch_size
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .metrics_share import SharedMetrics
 from .protocol import (
@@ -65,7 +66,7 @@ class InferenceApp:
         self.name: str = cfg.name
         self.threads = cfg.threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="slimkit-infer")
-        self.spec = self.engine.input_spec
+        self.specs = self.engine.inputs  # one, or several (input_ids, attention_mask): each named in a request
         self.names = self.engine.names
         self.index = {n: i for i, n in enumerate(self.names)}
         self.outputs = [s.name for s in self.engine.manifest.outputs]
@@ -195,8 +196,8 @@ class InferenceApp:
     # -- inference ------------------------------------------------------------------------------------
     async def _infer(self, scope: dict, receive: Callable, send: Callable, t0: float) -> None:
         body, header_length = await self._read_body(scope, receive)
-        req = decode_infer_request(body, header_length, self.spec)
-        n = req.x.shape[0] if req.x.ndim else 1
+        req = decode_infer_request(body, header_length, self.specs)
+        n = batch_size(self.specs, req.x)
         i = self._pick(req.selector, n)
         ctrl = self.controller
         token = ctrl.admit(i, n) if ctrl else None

@@ -18,6 +18,19 @@ A bundle is a directory with ``manifest.json`` and one artifact per variant::
 ``example_shape`` (optional) is the concrete shape of the export example, used to time latency when a
 dimension other than the batch is dynamic.
 
+**Inputs.** ``inputs`` lists every input the model takes, in the order of its forward's parameters: one
+``"input"`` for a model exported from one tensor, or each by name (``"input_ids"``, ``"attention_mask"``)
+for a model exported from a dict or tuple. ``dim_names`` name the dynamic dims as the exporter found them:
+``"batch"`` (the axis of independent samples, 0 unless the model is fed time-first) and ``"sequence"``
+(recurrent, attention and token models); dims with the same name in several inputs are one dim, and a
+request's inputs must agree on its size (:mod:`slimkit.runtime.feeds`). An engine serving several inputs
+takes ``{name: array}``::
+
+     "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [null, null],
+                 "dim_names": ["batch", "sequence"], "example_shape": [2, 8]},
+                {"name": "attention_mask", "dtype": "int64", "shape": [null, null],
+                 "dim_names": ["batch", "sequence"], "example_shape": [2, 8]}]
+
 **Latency schema.** ``variant["latency"]`` maps ``"<backend>/<device>"`` (e.g. ``"onnxruntime/cpu"``,
 ``"onnxruntime/cuda"``) to one measurement record::
 
