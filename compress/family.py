@@ -25,8 +25,8 @@ from slimkit.runtime.budget import pick_by_budget
 from slimkit.runtime.errors import ConfigError, SlimkitError, VariantError
 
 from .cost import count_macs, count_params
-from .outputs import Output, output_to_json, select_output, selector_of
 from .input_axes import SINGLE_INPUT, find_dynamic_axes
+from .outputs import Output, output_to_json, select_output, selector_of
 
 __all__ = ["Variant", "Family", "register_rebuilder", "variant_config", "upgrade_variant_config"]
 
