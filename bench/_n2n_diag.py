@@ -31,7 +31,7 @@ def check(teacher, s, ratio, seed, tp_) -> dict:
     cfg = B.N2NConfig(**B._config(ratio, seed))
     B.set_seed(seed)
     work, _ = B.sorted_copy(teacher, s.example_input)
-    search = B._Search(work, s.example_input, s.train, s.val, cfg, False)
+    search = B.Search(work, s.example_input, s.train, s.val, cfg, False)
     search.anchor()
     rng = np.random.default_rng(2000 + seed)
     units = search.analysis.units

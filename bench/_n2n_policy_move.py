@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from slimkit.compress.n2n import N2NConfig, _trainer
+from slimkit.compress.n2n import N2NConfig, make_trainer
 from slimkit.policies import N_FEATURES, RemovalPolicy
 
 torch.set_num_threads(1)
@@ -25,7 +25,7 @@ def keep_probs(lr: float, updates: int, seed: int) -> np.ndarray:
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     policy = RemovalPolicy(N_FEATURES, init_keep=0.5)
-    trainer = _trainer(policy, N2NConfig(policy_lr=lr))  # as n2n() builds it
+    trainer = make_trainer(policy, N2NConfig(policy_lr=lr))  # as n2n() builds it
     table = rng.random((4, N_FEATURES)).astype(np.float32)
     forced = np.zeros(4, bool)
     for _ in range(updates):

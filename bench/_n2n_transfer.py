@@ -24,7 +24,7 @@ import n2n as B  # noqa: E402
 OLD_LR = B.N2N_KW["policy_lr"]  # 0.003, the library default until 2026-11-27
 
 TRACE: list[float] = []
-_orig = N._Search.score
+_orig = N.Search.score
 
 
 def _score(self, arch):
@@ -33,7 +33,7 @@ def _score(self, arch):
     return st
 
 
-N._Search.score = _score
+N.Search.score = _score
 
 
 def search(teacher, s, iterations=8, seed=0, policy_lr=OLD_LR, **kw):

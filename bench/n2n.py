@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 from _bench import atomic_write  # noqa: E402
 
 from slimkit.compress import count_macs, count_params, data, evaluate, fit, graph, n2n, zoo  # noqa: E402
-from slimkit.compress.n2n import N2NConfig, _pareto_family, _Search  # noqa: E402
+from slimkit.compress.n2n import N2NConfig, Search, pareto_family  # noqa: E402
 from slimkit.compress.reorder import sort_channels  # noqa: E402
 from slimkit.compress.train import set_seed  # noqa: E402
 
@@ -174,11 +174,11 @@ def _best_of(fam, s, tp_):
     and final accuracies, for the proxy-versus-final rank check."""
     best = max(fam.variants, key=lambda v: (v.metrics["accuracy"], -v.params))
     out = measure(best.model, s, tp_)
-    out.update(search_reward=best.config["search_reward"], remove=best.config["remove"],
-               channels=best.config["channels"], variants=[
+    out.update(search_reward=best.config["info"]["search_reward"], remove=best.config["shape"]["remove"],
+               channels=best.config["shape"]["channels"], variants=[
                    {"params": v.params, "val_accuracy": v.metrics["accuracy"],
                     "test_accuracy": evaluate(v.model, s.test)["accuracy"],
-                    "search_reward": v.config["search_reward"], "search_accuracy": v.config["search_accuracy"]}
+                    "search_reward": v.config["info"]["search_reward"], "search_accuracy": v.config["info"]["search_accuracy"]}
                    for v in fam.variants])
     return out, best.model
 
@@ -206,7 +206,7 @@ def run_random(teacher, s, ratio, seed, tp_, **override):
     set_seed(seed)
     x = s.example_input
     work, _ = sorted_copy(teacher, x)
-    search = _Search(work, x, s.train, s.val, cfg, False)
+    search = Search(work, x, s.train, s.val, cfg, False)
     search.anchor()
     rng = np.random.default_rng(1000 + seed)
     units = search.analysis.units
@@ -222,7 +222,7 @@ def run_random(teacher, s, ratio, seed, tp_, **override):
         search.score(search.fit_budget(best_remove, levels))
         samples += 1
     search_wall = time.perf_counter() - t
-    fam = _pareto_family(search, teacher, cfg)
+    fam = pareto_family(search, teacher, cfg)
     out, model = _best_of(fam, s, tp_)
     out.update(wall_s=time.perf_counter() - t, search_wall_s=search_wall, samples=samples,
                distinct_students=len(search.cache))

@@ -27,11 +27,13 @@ from torch import nn
 
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
+from . import depgraph, recurrent
 from .modules import hooks, replace_submodule
+from .outputs import not_one_tensor
 
 __all__ = ["ChannelGroup", "BlockStack", "Analysis", "analyze", "shrink", "Skip", "IndexMap", "take"]
 
-_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+_ROOT_TYPES = depgraph.ROOT_TYPES
 _FROZEN_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention,
                  nn.modules.conv._ConvTransposeNd)
 _HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head")
@@ -52,6 +54,7 @@ class ChannelGroup:
 
     @property
     def kind(self) -> str:
+        """``"heads"`` for an attention group (it shrinks by whole heads), else ``"channels"``."""
         return "heads" if self.unit > 1 else "channels"
 
     def keep(self, fraction: float, round_to: int = 8) -> int:
@@ -71,11 +74,13 @@ class BlockStack:
     indices: tuple[int, ...]
 
     def keep(self, fraction: float) -> int:
+        """Blocks kept at depth ``fraction``: a prefix of the stack, at least one."""
         return max(1, math.ceil(fraction * len(self.indices) - 1e-9))
 
 
 @dataclass
 class Analysis:
+    """What :func:`analyze` found: channel groups, block stacks, groups kept full and why, removable units."""
     groups: list[ChannelGroup]
     stacks: list[BlockStack]
     frozen: list[tuple[str, str]] = field(default_factory=list)  # (root, reason) of groups kept full
@@ -87,6 +92,7 @@ class Skip(nn.Module):
     """Stands in for a removed block: returns its first input unchanged."""
 
     def forward(self, x, *args, **kwargs):
+        """``x``, unchanged."""
         return x
 
 
@@ -106,9 +112,7 @@ def _execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]
                for m in model.modules() if isinstance(m, _ROOT_TYPES)):
         out = _run(model, example_input)
     if not isinstance(out, torch.Tensor):
-        raise UnsupportedModelError(
-            f"{type(model).__name__} returns {type(out).__name__}; slimkit needs a model whose forward "
-            "returns one tensor (wrap it so that it does)")
+        raise not_one_tensor(type(model).__name__, out)
     return order
 
 
@@ -116,19 +120,6 @@ def _output_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[str, 
     """The last conv/linear executed: its output channels are the model's outputs, never shrunk."""
     order = _execution_order(model, example_input)
     return (order[-1],) if order else ()
-
-
-def _build_graph(model: nn.Module, example_input: torch.Tensor):
-    import torch_pruning as tp
-
-    try:
-        with torch.enable_grad():  # the graph is traced through autograd
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
-    except Exception as e:  # tracing a foreign model can fail in many ways; name it
-        raise UnsupportedModelError(
-            f"could not trace {type(model).__name__} to find coupled channels ({type(e).__name__}: {e}); "
-            "slimkit needs a model whose forward takes one tensor and has no data-dependent control flow"
-        ) from e
 
 
 def _head_unit(model: nn.Module, members: list[str], size: int) -> int:
@@ -144,18 +135,6 @@ def _head_unit(model: nn.Module, members: list[str], size: int) -> int:
     return 1
 
 
-def _groups(model, graph, outputs):
-    """Yield (root, group, members, sources) for every prunable group of a traced model."""
-    names = {m: n for n, m in model.named_modules()}
-    ignored = [_get(model, n) for n in outputs]
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
-        root = group[0].dep.target.module
-        members = [names[d.target.module] for d, _ in group if d.target.module in names]
-        sources = [names[d.target.module] for d, _ in group
-                   if isinstance(d.target.module, _ROOT_TYPES) and graph.is_out_channel_pruning_fn(d.handler)]
-        yield names[root], group, members, sources
-
-
 def analyze(model: nn.Module, example_input: torch.Tensor, *, ignore: tuple[str, ...] = ()) -> Analysis:
     """Find the channel groups that may shrink and the block stacks that may be cut.
 
@@ -169,16 +148,30 @@ def analyze(model: nn.Module, example_input: torch.Tensor, *, ignore: tuple[str,
     """
     model = copy.deepcopy(model).eval()
     outputs = _output_layers(model, example_input) + tuple(ignore)
-    graph = _build_graph(model, example_input)
+    traced = depgraph.trace(model, example_input)
     groups, frozen = [], []
-    for root, group, members, sources in _groups(model, graph, outputs):
+    for root, group, members, sources in depgraph.groups(model, traced, [_get(model, n) for n in outputs]):
+        if group is None:
+            frozen.append((root, members[0]))
+            continue
         blockers = sorted({n for n in members if isinstance(_get(model, n), _FROZEN_TYPES)})
         if blockers:
             frozen.append((root, f"coupled to {blockers[0]} ({type(_get(model, blockers[0])).__name__})"))
             continue
+        split = depgraph.split_sources(traced, sources)
+        if split:
+            frozen.append((root, f"the output of {split[0]} ({type(_get(model, split[0])).__name__}) is split into "
+                                 "parts (a packed projection such as q/k/v): a prefix of it is not a prefix of each part"))
+            continue
         size = len(group[0].idxs)
         groups.append(ChannelGroup(root, size, _head_unit(model, members, size),
                                    tuple(dict.fromkeys(members)), tuple(dict.fromkeys(sources))))
+    for name, rnn in recurrent.recurrent_layers(model).items():  # hidden units: a group torch-pruning skips
+        consumers, reason = recurrent.rnn_group(model, name, example_input)
+        if reason:
+            frozen.append((name, reason))
+        else:
+            groups.append(ChannelGroup(name, rnn.hidden_size, 1, (name, *consumers), (name,)))
     stacks, units = _stacks_and_units(model, example_input, outputs)
     return Analysis(groups, stacks, frozen, outputs, units)
 
@@ -274,7 +267,10 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
             raise ConfigError(f"{name!r} is not a removable unit of {type(model).__name__}; "
                               f"removable units: {analysis.units}")
         replace_submodule(probe, name, Skip())
-    graph = _build_graph(probe, example_input)
+    rnns = recurrent.recurrent_layers(probe)  # planned on real weights, applied to the tagged copy below
+    rnn_plan = recurrent.hidden_plan(probe, example_input, {
+        g.root: keep[g.root] for g in analysis.groups if g.root in rnns and keep.get(g.root, g.size) < g.size})
+    traced = depgraph.trace(probe, example_input)
     # Tag every entry with its own flat index (float64 is exact to 2**53), prune, and read off which
     # entries survived: that is the index map. .double() keeps the Parameter objects the graph holds.
     probe.double()
@@ -285,14 +281,15 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
     # a cut block may have held a group's root, so match groups by any of their output-channel modules
     by_source = {s: g for g in analysis.groups for s in g.sources}
     heads: dict[str, int] = {}
-    for root, group, members, _ in _groups(probe, graph, analysis.output_layers):
+    outputs = [_get(probe, n) for n in analysis.output_layers]
+    for root, group, members, _ in depgraph.groups(probe, traced, outputs):
         g = by_source.get(root)
-        if g is None or keep.get(g.root, g.size) >= g.size:
+        if g is None or group is None or keep.get(g.root, g.size) >= g.size:
             continue
         if len(group[0].idxs) != g.size:
             raise UnsupportedModelError(f"channel group of {root} changed size after cutting blocks")
         n = keep[g.root]
-        group.prune(idxs=list(range(n, g.size)))
+        depgraph.prune(group, list(range(n, g.size)), root, model)
         if g.unit > 1:
             for m in members:
                 heads[m.rpartition(".")[0]] = n // g.unit
@@ -301,6 +298,7 @@ def shrink(model: nn.Module, example_input: torch.Tensor, analysis: Analysis, *,
         for attr in _HEAD_ATTRS:
             if isinstance(getattr(owner, attr, None), int):
                 setattr(owner, attr, n_heads)
+    probe = recurrent.shrink_hidden(probe, rnn_plan)
     index_map = {}
     for name, t in probe.state_dict().items():
         if t.is_floating_point():

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from slimkit.runtime.errors import ConfigError
 
 __all__ = ["TASKS", "SCHEDULES", "set_seed", "progress_bar", "evaluate", "kd_loss", "task_loss",
-           "make_optimizer", "fit"]
+           "make_optimizer", "fit", "device_of", "check_task"]
 
 TASKS = ("classification", "regression")
 SCHEDULES = ("onecycle", "cosine")
@@ -56,7 +56,8 @@ def progress_bar(iterable: Iterable[T], *, enabled: bool, desc: str, total: int 
     return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
-def _check_task(task: str) -> None:
+def check_task(task: str) -> None:
+    """Refuse a task other than ``"classification"`` or ``"regression"``."""
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {TASKS}; use 'regression' for real-valued targets")
 
@@ -68,7 +69,7 @@ def task_loss(task: str = "classification") -> nn.Module:
         >>> task_loss("regression")
         MSELoss()
     """
-    _check_task(task)
+    check_task(task)
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
 
 
@@ -93,7 +94,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -113,10 +115,10 @@ def evaluate(model: nn.Module, loader: DataLoader, *, task: str = "classificatio
         >>> sorted(metrics)
         ['accuracy', 'loss']
     """
-    _check_task(task)
+    check_task(task)
     was_training = model.training
     model.eval()
-    device = _device(model)
+    device = device_of(model)
     total, loss_sum, correct = 0, 0.0, 0
     try:
         for x, y in loader:
@@ -226,7 +228,7 @@ def fit(model: nn.Module, train: DataLoader, val: DataLoader | None = None, *, e
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs={epochs!r}: pass an int >= 1")
-    _check_task(task)
+    check_task(task)
     if not 0.0 <= kd_alpha <= 1.0:
         raise ConfigError(f"kd_alpha={kd_alpha!r}: pass a weight in [0, 1] (0 ignores the teacher)")
     if not temperature > 0:
@@ -244,7 +246,7 @@ def fit(model: nn.Module, train: DataLoader, val: DataLoader | None = None, *, e
     opt, sched = make_optimizer(model.parameters(), lr=lr, weight_decay=weight_decay, epochs=epochs,
                                 steps_per_epoch=steps, schedule=schedule)
     criterion = task_loss(task)
-    device = _device(model)
+    device = device_of(model)
     teacher_was_training = teacher.training if teacher is not None else False
     if teacher is not None:
         teacher.eval()
@@ -261,7 +263,7 @@ def fit(model: nn.Module, train: DataLoader, val: DataLoader | None = None, *, e
                 loss = criterion(out, y if task == "classification" else y.view_as(out))
                 if teacher is not None and kd_alpha > 0:
                     with torch.no_grad():
-                        t_out = teacher(x.to(_device(teacher))).to(device)
+                        t_out = teacher(x.to(device_of(teacher))).to(device)
                     kd = kd_loss(out, t_out, temperature) if task == "classification" else F.mse_loss(out, t_out)
                     loss = (1 - kd_alpha) * loss + kd_alpha * kd
                 opt.zero_grad(set_to_none=True)

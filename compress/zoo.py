@@ -58,6 +58,7 @@ class ResBlock1d(nn.Module):
                                           nn.BatchNorm1d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, L) -> (B, C_out, L / stride)``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -77,6 +78,7 @@ class ResStage1d(nn.Module):
                                       for _ in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, L) -> (B, C_out, L / stride)``: the transition block, then the identical blocks."""
         return self.blocks(self.down(x))
 
 
@@ -124,6 +126,7 @@ class ResCNN1d(nn.Module):
                 depths=depths, kernel_size=kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, L) -> (B, num_classes)`` logits."""
         x = self.stem(x)  # (B, C0, L)
         for stage in self.stages:
             x = stage(x)  # (B, Ci, L / 2^i)
@@ -157,6 +160,7 @@ class MLP(nn.Module):
         _record(self, "mlp", in_features=in_features, num_classes=num_classes, hidden=hidden, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features) -> (B, num_classes)`` logits."""
         return self.head(self.body(x))
 
 
@@ -184,6 +188,7 @@ class RNNClassifier(nn.Module):
                 num_layers=num_layers, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, in_features) -> (B, num_classes)`` logits, from the last time step."""
         out, _ = self.rnn(x)  # (B, T, H * directions)
         return self.head(out[:, -1])
 
@@ -209,6 +214,7 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d_model) -> (B, T, d_model)``: multi-head self-attention, no mask."""
         b, t = x.shape[0], x.shape[1]
         # (B, T, heads * head_dim) -> (B, heads, T, head_dim); heads inferred by -1
         q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
@@ -228,6 +234,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., d_model) -> (..., d_model)``."""
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -243,6 +250,7 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d_model) -> (B, T, d_model)``."""
         x = x + self.drop(self.attn(self.ln1(x)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
@@ -278,6 +286,7 @@ class TransformerClassifier(nn.Module):
                 d_model=d_model, num_heads=num_heads, num_layers=num_layers, ffn_dim=ffn_dim, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, seq_len, in_features) -> (B, num_classes)`` logits, from the mean over time."""
         x = self.embed(x) + self.pos  # (B, T, D)
         for block in self.blocks:
             x = block(x)

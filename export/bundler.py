@@ -32,6 +32,7 @@ from typing import Any
 import onnx
 import torch
 
+from slimkit.compress.input_axes import SINGLE_INPUT, named_inputs
 from slimkit.runtime.errors import ConfigError, ExportError
 from slimkit.runtime.manifest import (
     FileEntry,
@@ -41,23 +42,22 @@ from slimkit.runtime.manifest import (
     WeightsEntry,
     check_variant_name,
     read_manifest,
-    replace_directory,
     sha256_file,
     write_manifest,
 )
 
-from .onnx import dynamic_dims as _dims
+from .input_dims import every_axis, export_dims, trace_inputs
 from .onnx import onnx_specs, to_onnx
 from .sharing import WEIGHTS_FILE, find_shared, share_bundle
 
-__all__ = ["bundle", "QUANTIZE"]
+__all__ = ["bundle", "QUANTIZE", "replace_dir", "file_sizes"]
 
 QUANTIZE = (None, "int8")
 INT8_SUFFIX = "-int8"
 
 
-def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | os.PathLike | None = None,
-           *, dynamic_dims: Mapping[int, str | None] | None = None, opset: int | None = None,
+def bundle(family: Any, example_input: Any = None, path: str | os.PathLike | None = None,
+           *, dynamic_dims: Mapping | None = None, opset: int | None = None,
            overwrite: bool = False, quantize: str | None = None, calibration: Any = None,
            eval_data: Any = None, torch_export: bool = False,
            latency_batches: tuple[int, ...] = (1, 32), share_weights: bool = True) -> Path:
@@ -69,9 +69,14 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     Args:
         family: a :class:`slimkit.compress.Family`.
         example_input: one input tensor; default ``family.example_input``. (``bundle(fam, "dir")``
-            also works: a path in this position is taken as ``path``.)
+            also works: a path in this position is taken as ``path``.) For a model with several inputs, a
+            dict named after the forward's parameters (``{"input_ids": ..., "attention_mask": ...}``) or a
+            tuple, as in :func:`slimkit.export.to_onnx`; every input is named in the manifest.
         path: the bundle directory to create.
-        dynamic_dims: as in :func:`slimkit.export.to_onnx` (default ``{0: "batch"}``).
+        dynamic_dims: overrides the input axes that vary (default: the family's own,
+            :attr:`Family.dynamic_dims`: the batch, and the sequence of recurrent, attention and token
+            models; found from the model for an example of another form), as in
+            :func:`slimkit.export.to_onnx`: ``{1: None}`` fixes the sequence.
         opset: ONNX opset (default: the exporter's).
         overwrite: replace an existing non-empty ``path``.
         quantize: ``"int8"`` adds an INT8 twin ``"<variant>-int8"`` of each variant (static QDQ
@@ -111,11 +116,14 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         example_input = getattr(family, "example_input", None)
         if example_input is None:
             raise ConfigError("the family has no example_input; pass example_input= (one input tensor)")
-    if not isinstance(example_input, torch.Tensor):
-        raise ConfigError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     names = [check_variant_name(v.name) for v in family.variants]
     if not names:
         raise ConfigError("the family has no variants to export")
+    inputs, positional = named_inputs(family.variants[-1].model, example_input)
+    dims = export_dims(family.variants[-1].model, inputs, positional, dynamic_dims, found=_family_dims(family, inputs))
+    if torch_export and list(inputs) != [SINGLE_INPUT]:
+        raise ConfigError(f"torch_export=True serves single-input models; this one takes {list(inputs)}: bundle "
+                          "without it (ONNX serves several inputs)")
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if quantize is None and (calibration is not None or eval_data is not None):
@@ -137,7 +145,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         entries, specs = [], None
-        _export_variants(family, example_input, tmp, dynamic_dims, opset, share)
+        _export_variants(family, example_input, tmp, every_axis(dims, inputs), opset, share)
         for v in family.variants:
             file = tmp / f"{v.name}.onnx"
             io = onnx_specs(onnx.load(str(file), load_external_data=False))
@@ -149,7 +157,7 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
                                   "of a bundle must take the same input and give outputs of the same dtype")
             files = {"onnx": FileEntry(file.name, sha256_file(file))}
             if torch_export:
-                pt2 = _save_program(v.model, example_input, tmp / f"{v.name}.pt2", dynamic_dims)
+                pt2 = _save_program(v.model, inputs[SINGLE_INPUT], tmp / f"{v.name}.pt2", dims[SINGLE_INPUT])
                 files["torch_export"] = FileEntry(pt2.name, sha256_file(pt2))
             entries.append(VariantEntry(
                 name=v.name, params=int(v.params), macs=int(v.macs),
@@ -159,26 +167,26 @@ def bundle(family: Any, example_input: torch.Tensor | None = None, path: str | o
         twins = []
         for e in entries if quantize else []:
             twins.append(_int8_twin(tmp, e, calibration, eval_data, str(family.task)))
-        weights = _share(tmp, entries + twins, example_input) if share else None
-        inputs, outputs = specs
-        for spec in inputs:  # the example's concrete shape lets the runtime time latency later
-            spec["example_shape"] = [int(s) for s in example_input.shape]
+        weights = _share(tmp, entries + twins, inputs) if share else None
+        in_specs, outputs = specs
+        for spec in in_specs:  # the example's concrete shape lets the runtime time latency later
+            spec["example_shape"] = [int(s) for s in inputs[spec["name"]].shape]
         manifest = Manifest(
-            inputs=[_spec(s) for s in inputs], outputs=[_spec(s) for s in outputs], variants=entries,
+            inputs=[_spec(s) for s in in_specs], outputs=[_spec(s) for s in outputs], variants=entries,
             task=str(family.task), method=str(family.method), source=_jsonable(family.source), twins=twins,
             weights=weights)
         write_manifest(tmp, manifest)
         if quantize and latency_batches:
             _time_precisions(tmp, tuple(latency_batches))
         read_manifest(tmp)  # what we hand over must load
-        replace_directory(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 
 
-def _export_variants(family: Any, example: torch.Tensor, root: Path, dynamic_dims: Any, opset: int | None,
+def _export_variants(family: Any, example: Any, root: Path, dynamic_dims: Mapping, opset: int | None,
                      share: bool) -> None:
     """Each variant to ``<root>/<name>.onnx``; BatchNorm kept apart when that lets variants share."""
     for v in family.variants:
@@ -194,9 +202,10 @@ def _export_variants(family: Any, example: torch.Tensor, root: Path, dynamic_dim
                 to_onnx(v.model, example, root / f"{v.name}.onnx", dynamic_dims=dynamic_dims, opset=opset)
 
 
-def _share(root: Path, entries: list[VariantEntry], example: torch.Tensor) -> WeightsEntry | None:
+def _share(root: Path, entries: list[VariantEntry], inputs: Mapping[str, torch.Tensor]) -> WeightsEntry | None:
     """Store the tensors the entries' graphs share once; update their file records in place."""
-    shared = share_bundle(root, [e.name for e in entries], example.detach().cpu().numpy())
+    probe = {n: t.detach().cpu().numpy() for n, t in inputs.items()}
+    shared = share_bundle(root, [e.name for e in entries], probe)
     if shared is None:
         return None
     weights, split_files = shared
@@ -261,12 +270,21 @@ def _time_precisions(root: Path, batches: tuple[int, ...]) -> None:
             batches=batches, repeats=50, save=True)
 
 
-def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path,
-                  dynamic_dims: Mapping[int, str | None] | None) -> Path:
+def _family_dims(family: Any, inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[int, str]] | None:
+    """The family's recorded input axes, when the example is one tensor of the family's rank; else None
+    (found from the model)."""
+    own = getattr(family, "example_input", None)
+    x = inputs.get(SINGLE_INPUT)
+    if len(inputs) != 1 or x is None or not isinstance(own, torch.Tensor) or own.dim() != x.dim():
+        return None
+    dims = getattr(family, "dynamic_dims", None)
+    return {SINGLE_INPUT: dict(dims)} if dims is not None else None
+
+
+def _save_program(model: torch.nn.Module, example: torch.Tensor, path: Path, dims: Mapping[int, str]) -> Path:
     """``torch.export`` ``model`` with the same dynamic dims as its ONNX file, check it, save ``path``."""
-    dims = _dims(dynamic_dims, example.dim())  # the ONNX export's rule: None entries fix an axis
-    # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2
-    x = example.repeat_interleave(2, dim=0)[:2] if 0 in dims and example.shape[0] == 1 else example
+    # a size-1 example would let torch.export specialise the dim to 1, so trace at size 2 (as the ONNX export)
+    x = trace_inputs({SINGLE_INPUT: example}, {SINGLE_INPUT: dict(dims)})[SINGLE_INPUT]
     shapes = {a: torch.export.Dim.DYNAMIC for a in dims}
     was_training = model.training
     model.eval()
@@ -307,3 +325,20 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "item") and callable(x.item):
         return x.item()
     return x
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished directory ``tmp`` to ``target`` (same filesystem), replacing what is there: the old
+    directory is renamed aside first and restored if the move fails, then removed."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -17,6 +17,7 @@ __all__ = ["DemoRow", "run_demo", "format_table"]
 
 @dataclass
 class DemoRow:
+    """One row of the demo's table: a variant's cost, its accuracy in PyTorch and ONNX, its latency."""
     variant: str
     params: int
     macs: int

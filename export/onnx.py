@@ -5,8 +5,15 @@ has not checked:
 
 1. ``onnx.checker.check_model`` passes;
 2. every dim asked to be dynamic really is (the exporter can silently pin a dim to the example's size);
-3. onnxruntime matches eager PyTorch at two input shapes that differ from the export example, and
-   returns output shapes the graph declares.
+3. onnxruntime matches eager PyTorch at two input shapes that differ from the export example in every
+   dynamic dim (two batch sizes, two sequence lengths), and returns output shapes the graph declares
+   (:mod:`slimkit.export.parity`).
+
+The example may be one tensor (the graph input is then called ``"input"``), a tuple of tensors, or a dict
+of tensors (``{"input_ids": ..., "attention_mask": ...}``); graph inputs take the names of the forward's
+parameters. Which dims are dynamic is found from the model (the batch, and the sequence of recurrent,
+attention and token models; :mod:`slimkit.export.input_dims`), and ``dynamic_dims`` overrides it. The
+model is traced with every dynamic dim at least 2 (``torch.export`` bakes a size-1 dim into the graph).
 
 The file is written to a temp file beside ``path`` and renamed at the end, so a failed export leaves
 nothing behind.
@@ -23,35 +30,40 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from slimkit.compress.input_axes import SINGLE_INPUT, Example, call_model, named_inputs
 from slimkit.runtime.errors import ConfigError, ExportError
 
+from .input_dims import Dims, export_dims, trace_inputs
 from .onnx_rnn import clear_rnn_dispatch_cache, plain_rnn_export, refuse_unrolled_rnn, rnn_hint
+from .parity import check_parity, flat_outputs, root_message
 
-__all__ = ["to_onnx", "onnx_specs", "dynamic_dims", "check_dynamic_dims"]
+__all__ = ["to_onnx", "onnx_specs", "check_dynamic_dims"]
 
-INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-DEFAULT_DYNAMIC_DIMS = {0: "batch"}
 
 
-def to_onnx(module: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *,
-            dynamic_dims: Mapping[int, str | None] | None = None, opset: int | None = None,
+def to_onnx(module: nn.Module, example_input: Example, path: str | os.PathLike, *,
+            dynamic_dims: Mapping | None = None, opset: int | None = None,
             rtol: float = 1e-4, atol: float = 1e-5, fold_batchnorm: bool = True) -> Path:
     """Export ``module`` to a single ONNX file and verify it against PyTorch with onnxruntime.
 
     Args:
         module: the model (put in eval mode for the export; its mode is restored afterwards).
-        example_input: one input tensor (any batch size) with the model's dtype and shape.
+        example_input: one input tensor (any batch size) with the model's dtype and shape; or, for a model
+            with several inputs, a tuple of tensors (the forward's positional parameters, in order) or a
+            dict named after the forward's parameters (``{"input_ids": ids, "attention_mask": mask}``).
         path: where to write the ``.onnx`` file.
-        dynamic_dims: ``{axis: name}`` merged over the default ``{0: "batch"}``; add
-            ``{1: "length"}`` for sequence models, or map an axis to ``None`` to keep it fixed
-            (``{0: None}`` pins the batch).
+        dynamic_dims: overrides the dims found from the model (the batch, and the sequence of recurrent,
+            attention and token models): ``{axis: name}`` for every input with that axis, or
+            ``{input: {axis: name}}``; an axis mapped to ``None`` stays fixed (``{1: None}`` fixes the
+            sequence, ``{0: None, 1: None}`` fixes everything). See :mod:`slimkit.export.input_dims`.
         opset: ONNX opset (default: the exporter's, 20 in torch 2.13).
         rtol: relative tolerance of the onnxruntime-vs-PyTorch parity check.
         atol: absolute tolerance of the parity check.
@@ -72,17 +84,17 @@ def to_onnx(module: nn.Module, example_input: torch.Tensor, path: str | os.PathL
         >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
         >>> to_onnx(model, torch.randn(1, 16), "m.onnx")  # doctest: +SKIP
         PosixPath('m.onnx')
+        >>> to_onnx(bert, {"input_ids": ids, "attention_mask": mask}, "bert.onnx")  # doctest: +SKIP
     """
     if not isinstance(module, nn.Module):
         raise ConfigError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise ConfigError(f"example_input must be one torch.Tensor, got {type(example_input).__name__}")
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
         raise ConfigError(f"opset must be an int or None, got {opset!r}")
     if not isinstance(fold_batchnorm, bool):
         raise ConfigError(f"fold_batchnorm must be True or False, got {fold_batchnorm!r}")
-    dims = _dims(dynamic_dims, example_input.dim())
-    refuse_unrolled_rnn(module, dims)
+    inputs, positional = named_inputs(module, example_input)
+    dims = export_dims(module, inputs, positional, dynamic_dims)
+    refuse_unrolled_rnn(module, {k: v for d in dims.values() for k, v in d.items()})
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,25 +104,21 @@ def to_onnx(module: nn.Module, example_input: torch.Tensor, path: str | os.PathL
     was_training = module.training
     module.eval()
     try:
-        try:
-            with torch.no_grad():
-                ref = module(example_input)
-        except Exception as e:
-            raise ExportError(f"the model fails on example_input of shape {tuple(example_input.shape)} "
-                              f"({_root_message(e)}); pass an input the model accepts") from e
-        n_out = len(_flat(ref))
+        traced, ref = _traced(module, inputs, positional, dims)
+        n_out = len(flat_outputs(ref))
         out_names = [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, n_out)]
-        prog = _export(module, example_input, dims, out_names, opset, fold_batchnorm)
+        prog = _export(module, traced, positional, dims, out_names, opset, fold_batchnorm)
         prog.save(str(tmp), external_data=False)
         model = onnx.load(str(tmp))
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as e:
             raise ExportError(f"the exported ONNX model fails onnx.checker: {e}") from e
+        _check_input_names(model, list(inputs))
         check_dynamic_dims(model, dims)
-        if dims and _unpin_outputs(model):
+        if any(dims.values()) and _unpin_outputs(model):
             onnx.save(model, str(tmp))
-        _check_parity(module, example_input, tmp, dims, rtol, atol)
+        check_parity(module, traced, positional, tmp, dims, rtol=rtol, atol=atol)
         os.replace(tmp, path)
     except ExportError as e:
         hint = rnn_hint(module)
@@ -120,6 +128,34 @@ def to_onnx(module: nn.Module, example_input: torch.Tensor, path: str | os.PathL
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.data").unlink(missing_ok=True)
     return path
+
+
+def _traced(module: nn.Module, inputs: dict[str, torch.Tensor], positional: bool,
+            dims: Dims) -> tuple[dict[str, torch.Tensor], Any]:
+    """The inputs to trace (every dynamic dim widened, :func:`trace_inputs`) and the model's output on them;
+    the example as given when the model refuses the widened one."""
+    with torch.no_grad():
+        wide = trace_inputs(inputs, dims)
+        try:
+            return wide, call_model(module, wide, positional)
+        except Exception:
+            pass
+        try:
+            return inputs, call_model(module, inputs, positional)
+        except Exception as e:
+            shapes = {n: tuple(t.shape) for n, t in inputs.items()}
+            raise ExportError(f"the model fails on example_input of shape "
+                              f"{shapes.get(SINGLE_INPUT, shapes)} ({root_message(e)}); pass an input the model "
+                              "accepts") from e
+
+
+def _check_input_names(model: onnx.ModelProto, names: list[str]) -> None:
+    got = [i.name for i in model.graph.input]
+    if got != names:
+        missing = [n for n in names if n not in got]
+        raise ExportError(f"the exported graph takes inputs {got}, not {names}"
+                          + (f": the model does not use {missing}; leave them out of the example input"
+                             if missing else ""))
 
 
 def onnx_specs(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
@@ -137,18 +173,24 @@ def onnx_specs(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
     return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]
 
 
-def check_dynamic_dims(model: onnx.ModelProto, dims: Mapping[int, str]) -> None:
-    """Raise ExportError if an input axis that should be dynamic has a fixed size in ``model``."""
-    inp = model.graph.input[0].type.tensor_type.shape.dim
-    for axis, name in dims.items():
-        d = inp[axis]
-        if d.HasField("dim_value") or not d.dim_param:
-            raise ExportError(
-                f"input dim {axis} ({name!r}) was meant to be dynamic but the exporter pinned it to size "
-                f"{d.dim_value}; the model's forward probably fixes it (a reshape/view with a literal "
-                f"size, a Python branch on the shape). Make forward shape-agnostic, or keep the dim fixed "
-                f"with dynamic_dims={{{axis}: None}}"
-            )
+def check_dynamic_dims(model: onnx.ModelProto, dims: Mapping) -> None:
+    """Raise ExportError if an input axis that should be dynamic has a fixed size in ``model``.
+
+    ``dims`` is ``{input name: {axis: name}}``, or ``{axis: name}`` for the first input."""
+    if dims and all(isinstance(k, int) for k in dims):
+        dims = {model.graph.input[0].name: dims}
+    by_name = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
+    for input_name, axes in dims.items():
+        for axis, name in axes.items():
+            d = by_name[input_name][axis]
+            if d.HasField("dim_value") or not d.dim_param:
+                where = f"input dim {axis}" if len(by_name) == 1 else f"dim {axis} of input {input_name!r}"
+                raise ExportError(
+                    f"{where} ({name!r}) was meant to be dynamic but the exporter pinned it to size "
+                    f"{d.dim_value}; the model's forward probably fixes it (a reshape/view with a literal "
+                    f"size, a Python branch on the shape). Make forward shape-agnostic, or keep the dim fixed "
+                    f"with dynamic_dims={{{axis}: None}}"
+                )
 
 
 # -- internals ------------------------------------------------------------------------------------
@@ -189,37 +231,6 @@ def _unpin_outputs(model: onnx.ModelProto) -> bool:
     return changed
 
 
-def dynamic_dims(dynamic_dims: Mapping[int, str | None] | None, ndim: int) -> dict[int, str]:
-    """The dynamic axes of an ``ndim``-d input as ``{axis: name}``: ``dynamic_dims`` merged over the default
-    ``{0: "batch"}``, with ``None`` entries fixing an axis (the rule of :func:`to_onnx`'s argument).
-
-    Raises:
-        ConfigError: not a dict, an axis outside the input, a name that is not an identifier, or two
-            axes with one name.
-
-    Example:
-        >>> dynamic_dims({1: "length"}, 3)
-        {0: 'batch', 1: 'length'}
-    """
-    merged: dict[int, str | None] = dict(DEFAULT_DYNAMIC_DIMS)
-    if dynamic_dims is not None:
-        if not isinstance(dynamic_dims, Mapping):
-            raise ConfigError(f"dynamic_dims must be a dict {{axis: name}}, got {dynamic_dims!r}")
-        for axis, name in dynamic_dims.items():
-            if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
-                raise ConfigError(f"dynamic_dims axis {axis!r} is not an axis of a {ndim}-d input")
-            if name is not None and (not isinstance(name, str) or not name.isidentifier()):
-                raise ConfigError(f"dynamic_dims name for axis {axis} must be an identifier or None, got {name!r}")
-            merged[axis % ndim] = name
-    dims = {a: n for a, n in sorted(merged.items()) if n is not None}
-    if len(set(dims.values())) != len(dims):
-        raise ConfigError(f"dynamic_dims names must be distinct, got {dims}")
-    return dims
-
-
-_dims = dynamic_dims  # to_onnx's argument of the same name hides the function inside it
-
-
 @contextlib.contextmanager
 def _batchnorm_kept():
     """While exporting, leave ``BatchNormalization`` out of the exporter's optimiser rules that fold it
@@ -254,109 +265,30 @@ def _quiet_registry():
         log.setLevel(level)
 
 
-def _export(module: nn.Module, x: torch.Tensor, dims: dict[int, str], out_names: list[str],
-            opset: int | None, fold_batchnorm: bool = True):
+def _export(module: nn.Module, inputs: dict[str, torch.Tensor], positional: bool, dims: Dims,
+            out_names: list[str], opset: int | None, fold_batchnorm: bool = True):
     clear_rnn_dispatch_cache()
     plain_rnn = plain_rnn_export() if rnn_hint(module) else None
     context, table = plain_rnn if plain_rnn is not None else (contextlib.nullcontext(), None)
+    keep_bn = contextlib.nullcontext() if fold_batchnorm else _batchnorm_kept()
     try:
-        keep_bn = contextlib.nullcontext() if fold_batchnorm else _batchnorm_kept()
         with warnings.catch_warnings(), context, keep_bn, _quiet_registry():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             # nn.LSTM/GRU re-assign _flat_weights while traced; harmless, and not the user's to fix
             warnings.filterwarnings("ignore", message=r".*were assigned during export", category=UserWarning)
+            # two inputs sharing a dim (input_ids and attention_mask): the exporter names it once
+            warnings.filterwarnings("ignore", message=r".*shares the same shape constraints", category=UserWarning)
+            shapes = {n: d or None for n, d in dims.items()}
             return torch.onnx.export(
-                module, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=out_names,
-                dynamic_shapes=(dims,) if dims else None, opset_version=opset, external_data=False,
-                verbose=False, custom_translation_table=table,
+                module, tuple(inputs.values()) if positional else (), None,
+                kwargs=None if positional else inputs, dynamo=True, input_names=list(inputs),
+                output_names=out_names,
+                dynamic_shapes=(tuple(shapes.values()) if positional else shapes) if any(dims.values()) else None,
+                opset_version=opset, external_data=False, verbose=False, custom_translation_table=table,
             )
     except Exception as e:  # the exporter raises many torch-internal types
-        raise ExportError(f"torch.onnx.export failed: {_root_message(e)}\n(if the model cannot vary a dim "
+        raise ExportError(f"torch.onnx.export failed: {root_message(e)}\n(if the model cannot vary a dim "
                           "listed in dynamic_dims, keep it fixed with dynamic_dims={axis: None})") from e
     finally:
         clear_rnn_dispatch_cache()
-
-
-def _root_message(e: BaseException, limit: int = 800) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    msg = f"{type(e).__name__}: {str(e).strip()}"
-    return msg if len(msg) <= limit else msg[:limit] + " ..."
-
-
-def _flat(out: object) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
-        return list(out)
-    raise ExportError(f"the model must return a tensor or a tuple of tensors, got {type(out).__name__}")
-
-
-def _probe(x: torch.Tensor, shape: list[int], gen: torch.Generator) -> torch.Tensor:
-    if x.dtype.is_floating_point:
-        return torch.randn(shape, generator=gen, dtype=x.dtype).to(x.device)
-    if x.dtype == torch.bool:
-        return torch.randint(0, 2, shape, generator=gen).bool().to(x.device)
-    lo, hi = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
-    return torch.randint(lo, hi + 1, shape, generator=gen, dtype=x.dtype).to(x.device)
-
-
-def _check_parity(module: nn.Module, x: torch.Tensor, onnx_path: Path, dims: dict[int, str],
-                  rtol: float, atol: float) -> None:
-    """Compare onnxruntime with PyTorch at two shapes that differ from ``x`` in every dynamic dim."""
-    from slimkit.runtime.backends import OnnxRuntimeBackend
-
-    backend = OnnxRuntimeBackend(onnx_path, threads=1)
-    model_outputs = onnx.load(str(onnx_path), load_external_data=False).graph.output
-    declared = [[d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
-                for o in model_outputs]
-    gen = torch.Generator().manual_seed(0)
-    base = list(x.shape)
-    growths = [lambda s: s + 1, lambda s: s + 2, lambda s: 2 * s, lambda s: 3 * s, lambda s: 4 * s]
-    # nothing dynamic: check the example shape itself, with fresh data
-    shapes = [[g(s) if a in dims else s for a, s in enumerate(base)] for g in growths] if dims else [base]
-    want, checked = (2 if dims else 1), 0
-    for shape in shapes:
-        probe = _probe(x, shape, gen)
-        try:
-            with torch.no_grad():
-                out = module(probe)
-        except Exception:
-            continue  # the model itself rejects this size (e.g. needs even lengths): try another
-        _compare(backend, probe, [t.detach().cpu().numpy() for t in _flat(out)], declared, rtol, atol)
-        checked += 1
-        if checked == want:
-            return
-    raise ExportError(f"could not find {want} input shapes besides {tuple(base)} that the PyTorch model "
-                      f"accepts with dims {dims} changed, to check parity; if a dim cannot vary, keep it "
-                      "fixed with dynamic_dims={axis: None}")
-
-
-def _compare(backend, probe: torch.Tensor, ref: list[np.ndarray], declared: list[list[int | None]],
-             rtol: float, atol: float) -> None:
-    shape = tuple(probe.shape)
-    try:
-        got = backend.run(probe.detach().cpu().numpy())
-    except Exception as e:
-        raise ExportError(f"onnxruntime failed on input shape {shape} (a dim the graph treats as fixed?): "
-                          f"{_root_message(e)}") from e
-    if len(got) != len(ref):
-        raise ExportError(f"onnxruntime returns {len(got)} outputs, PyTorch {len(ref)}")
-    for i, (r, g, decl) in enumerate(zip(ref, got, declared, strict=False)):
-        if r.shape != g.shape:
-            raise ExportError(f"output {i} has shape {g.shape} in onnxruntime but {r.shape} in PyTorch "
-                              f"at input shape {shape}")
-        pinned = [(a, d) for a, (d, s) in enumerate(zip(decl, g.shape, strict=False)) if d is not None and d != s]
-        if pinned:
-            raise ExportError(f"output {i} declares fixed dims {pinned} (axis, size) but is {g.shape} at "
-                              f"input shape {shape}: the exporter pinned a dim that should follow the input")
-        if r.dtype.kind in "fc":
-            ok = np.allclose(g, r, rtol=rtol, atol=atol, equal_nan=True)
-        else:
-            ok = np.array_equal(g, r)
-        if not ok:
-            err = float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))) if r.size else 0.0
-            raise ExportError(f"onnxruntime output {i} differs from PyTorch at input shape {shape}: max abs "
-                              f"error {err:.3g} exceeds rtol={rtol:g}, atol={atol:g}; an op may be exported "
-                              "with different semantics or the model is non-deterministic")

@@ -32,7 +32,7 @@ def rnn_hint(module: nn.Module) -> str | None:
         return None
     return (f"the model contains nn.RNN ({', '.join(names)}), which torch.onnx unrolls step by step: "
             "its time dim and output batch dim become fixed. Use nn.GRU or nn.LSTM, or export with every "
-            "dim fixed (dynamic_dims={0: None})")
+            "dim fixed (dynamic_dims={0: None, 1: None})")
 
 
 def refuse_unrolled_rnn(module: nn.Module, dims: Mapping[int, str]) -> None:

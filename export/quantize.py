@@ -6,7 +6,7 @@ quantised once, and activation ranges come from calibration batches (min/max by 
 time every convolution and matrix product runs in integer arithmetic. Dynamic quantisation (the
 fallback when no calibration data is given) quantises weights only and computes activation scales on
 every call; it suits MatMul/RNN-heavy models and is usually *slower* than FP32 for convolutions
-(measured in bench/QUANTIZE_RESULTS.md), so slimkit warns when it is used.
+(measured in bench/quantize/RESULTS.md), so slimkit warns when it is used.
 
 The graph is first put through ``quant_pre_process`` (symbolic shape inference and ONNX Runtime's
 graph optimisations, e.g. folding BatchNorm into Conv), as ONNX Runtime's quantisation guide advises,

@@ -195,13 +195,15 @@ def share_weights(models: Mapping[str, onnx.ModelProto], weights_path: str | Pat
     return table
 
 
-def share_bundle(root: Path, names: list[str], probe: np.ndarray) -> tuple[WeightsEntry, dict[str, str]] | None:
+def share_bundle(root: Path, names: list[str], probe: np.ndarray | dict[str, np.ndarray]
+                 ) -> tuple[WeightsEntry, dict[str, str | None]] | None:
     """Share the tensors of the graphs ``<root>/<name>.onnx`` through ``<root>/weights.bin``, in place.
 
     Writes, for each graph that reads the weights file, its rewritten ``<name>.onnx`` and, where it has
     layers worth splitting, ``<name>.shared.onnx`` (the graph ``runtime.load(dir, share_weights=True)``
     runs, see :mod:`slimkit.export.sharing_views`), and checks both against the self-contained graph on
-    ``probe`` with onnxruntime, the way each mode loads them: the first must give the same outputs, the
+    ``probe`` (the example: an array, or ``{input name: array}`` for several inputs) with onnxruntime, the
+    way each mode loads them: the first must give the same outputs, the
     second the same up to float rounding.
 
     Returns:

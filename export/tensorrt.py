@@ -141,7 +141,8 @@ def to_tensorrt(onnx_path: str | os.PathLike, plan: str | os.PathLike, *, fp16: 
             shape = list(t.shape)
             if any(d < 0 for d in shape[1:]):
                 raise ConfigError(f"input {t.name!r} has shape {shape}: TensorRT profiles here vary the batch "
-                                  "only; export the ONNX with fixed non-batch dims")
+                                  "only; export the ONNX with fixed non-batch dims (export.bundle(..., "
+                                  "dynamic_dims={1: None}) fixes a sequence at the example's length)")
             if shape and shape[0] < 0:
                 profile.set_shape(t.name, [min_batch, *shape[1:]], [opt, *shape[1:]], [max_batch, *shape[1:]])
         config.add_optimization_profile(profile)

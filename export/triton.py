@@ -33,14 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slimkit.runtime.errors import ConfigError
-from slimkit.runtime.manifest import (
-    Manifest,
-    TensorSpec,
-    VariantEntry,
-    read_manifest,
-    replace_directory,
-    resolve_file,
-)
+from slimkit.runtime.manifest import Manifest, TensorSpec, VariantEntry, read_manifest, resolve_file
+
+from .bundler import replace_dir
 
 __all__ = ["to_triton"]
 
@@ -99,7 +94,7 @@ def to_triton(bundle: str | os.PathLike, repository: str | os.PathLike, *, max_b
     unknown = [p for p in wanted if p not in m.precisions]
     if unknown:
         raise ConfigError(f"precisions {unknown} are not in this bundle; it holds {m.precisions}")
-    if m.inputs[0].dtype not in _TYPES or any(s.dtype not in _TYPES for s in m.outputs):
+    if any(s.dtype not in _TYPES for s in m.inputs + m.outputs):
         raise ConfigError(f"tensor dtypes {[s.dtype for s in m.inputs + m.outputs]} have no Triton type here")
     entries = [v for v in m.variants + m.twins if v.precision in wanted]
     trt = _trt_version(entries, tensorrt_version)
@@ -121,7 +116,7 @@ def to_triton(bundle: str | os.PathLike, repository: str | os.PathLike, *, max_b
             raise ConfigError(f"{repo} already has models {taken}; pass overwrite=True to replace them "
                               "or prefix= to name these differently")
         for n in models:
-            replace_directory(tmp / n, repo / n)
+            replace_dir(tmp / n, repo / n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo
@@ -182,7 +177,7 @@ def _dims(spec: TensorSpec, batched: bool) -> str:
 def _write_config(folder: Path, name: str, platform: str, m: Manifest, v: VariantEntry, mbs: int,
                   instances: int, kind: str, preferred: Sequence[int], delay: int, params: dict[str, str],
                   cc_files: dict[str, str]) -> None:
-    batched = mbs > 0 and m.inputs[0].shape[0] is None
+    batched = mbs > 0 and all(s.shape and s.shape[0] is None for s in m.inputs)
     lines = [f"name: {_q(name)}", f"platform: {_q(platform)}", f"max_batch_size: {mbs if batched else 0}"]
     for field, specs in (("input", m.inputs), ("output", m.outputs)):
         tensors = [f"  {{\n    name: {_q(s.name)}\n    data_type: {_TYPES[s.dtype]}\n"

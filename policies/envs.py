@@ -213,6 +213,7 @@ class LayerRemovalEnv(_TableEnv):
         self.action_space = spaces.MultiBinary(len(raw))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Score the keep mask ``action`` (forced rows kept); the episode ends after this one step."""
         keep = self._check_action(action).astype(np.int8)
         keep[self.forced_keep] = 1
         value, info = _call(self.evaluator, keep)
@@ -242,6 +243,7 @@ class LayerShrinkEnv(_TableEnv):
         self.action_space = spaces.MultiDiscrete([len(self.ratios)] * len(raw))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Score the ratio choices ``action`` (fixed rows at 1.0); the episode ends after this one step."""
         idx = self._check_action(action).astype(np.int64)
         idx[self.fixed] = self.ratios.index(1.0)
         values = np.asarray(self.ratios, dtype=np.float64)[idx]

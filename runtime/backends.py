@@ -6,7 +6,9 @@ A backend is deliberately small so that a TensorRT backend can sit beside the ON
   latency keys (``"<name>/<device>"``).
 * ``file_kind`` (class attribute): which entry of a variant's ``files`` it loads (``"onnx"``).
 * ``device``: a short device string, e.g. ``"cpu"`` or ``"cuda"``.
-* ``run(x) -> list[np.ndarray]``: all outputs for one input batch; safe to call from many threads.
+* ``run(x) -> list[np.ndarray]``: all outputs for one input batch (an array; ``{input name: array}``
+  for a model with several inputs); safe to call from many threads.
+* ``input_names`` (optional): the model's inputs in order (a backend without it serves one input).
 * ``checks_inputs`` (class attribute): True when ``run`` itself rejects a wrong dtype, rank or fixed
   dim (ONNX Runtime does, in C++); the engine then checks only after a failure, to word the error.
 * ``feed_call`` (optional): ``(fn, output_names, input_name)`` with
@@ -99,7 +101,7 @@ def session_options(threads: int | None = None, *, spin: bool = False):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # A bundle holds one session per variant, each with its own intra-op pool. Spinning pools fight
     # each other (measured: alternating variants cost 1.58x staying on one with spinning, 1.06x
-    # without; bench/RESULTS.md), so idle workers sleep unless the caller opts in.
+    # without; bench/sortednet/RESULTS.md), so idle workers sleep unless the caller opts in.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 
@@ -182,23 +184,22 @@ class OnnxRuntimeBackend:
                               "(it failed to initialise); check the driver/library install or pass "
                               "providers=['CPUExecutionProvider']")
         inputs = sess.get_inputs()
-        if len(inputs) != 1:
-            raise BundleError(f"{os.fspath(path)!r} has {len(inputs)} inputs "
-                              f"{[i.name for i in inputs]}; slimkit engines serve single-input models")
         self.path = os.fspath(path)
         self.session = sess
         self.provider = got
         self.device = _DEVICES.get(got, got.removesuffix("ExecutionProvider").lower())
         self.threads = threads
         self.input_name: str = inputs[0].name
+        self.input_names: list[str] = [i.name for i in inputs]
         self.output_names: list[str] = [o.name for o in sess.get_outputs()]
-        self.feed_call = (self._fast_run(sess, inputs[0]), self.output_names, self.input_name)
+        self.feed_call = (self._fast_run(sess, inputs), self.output_names, self.input_name)
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """All outputs for ``x`` (thread safe: ONNX Runtime sessions allow concurrent ``run``)."""
-        return self.session.run(self.output_names, {self.input_name: x})
+    def run(self, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
+        """All outputs for ``x``: an array (a single-input model) or ``{input name: array}`` (thread safe:
+        ONNX Runtime sessions allow concurrent ``run``)."""
+        return self.session.run(self.output_names, x if isinstance(x, dict) else {self.input_name: x})
 
-    def _fast_run(self, sess: Any, meta: Any) -> Any:
+    def _fast_run(self, sess: Any, metas: list[Any]) -> Any:
         """The fastest correct ``run(output_names, feed, run_options)`` of ``sess``.
 
         ``InferenceSession.run`` (not ``run_with_ort_values``, ~50 us slower in ORT 1.32) is a Python
@@ -208,16 +209,17 @@ class OnnxRuntimeBackend:
         the public method; otherwise the public method is used.
         """
         binding = getattr(getattr(sess, "_sess", None), "run", None)
-        dtype = _ORT_TYPES.get(meta.type)
-        if binding is None or dtype is None:
+        dtypes = [_ORT_TYPES.get(m.type) for m in metas]
+        if binding is None or None in dtypes:
             return sess.run
-        x = np.zeros([d if isinstance(d, int) else 1 for d in meta.shape], dtype=dtype)
+        feed = {m.name: np.zeros([d if isinstance(d, int) else 1 for d in m.shape], dtype=dtype)
+                for m, dtype in zip(metas, dtypes, strict=True)}
         try:
-            want = sess.run(self.output_names, {meta.name: x})
+            want = sess.run(self.output_names, feed)
         except Exception:  # this probe does not suit the model (e.g. too short); stay public
             return sess.run
         try:
-            got = binding(self.output_names, {meta.name: x}, None)
+            got = binding(self.output_names, feed, None)
             same = len(got) == len(want) and all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want, strict=False))
         except Exception:
             same = False
@@ -273,8 +275,8 @@ _LAZY = {"torch": (".backends_torch", "TorchBackend"), "tensorrt": (".backends_t
 def get_backend(name: str) -> type:
     """The backend class registered under ``name``; ConfigError listing the known ones otherwise."""
     if isinstance(name, str) and name not in BACKENDS and name in _LAZY:
-        module, cls = _LAZY[name]
-        BACKENDS[name] = getattr(importlib.import_module(module, __package__), cls)
+        module, attr = _LAZY[name]
+        BACKENDS[name] = getattr(importlib.import_module(module, __package__), attr)
     try:
         cls = BACKENDS[name]
     except (KeyError, TypeError):
@@ -285,7 +287,7 @@ def get_backend(name: str) -> type:
     return cls
 
 
-def _file_for(cls: type, v: VariantEntry) -> FileEntry:
+def _file_for(cls: Any, v: VariantEntry) -> FileEntry:
     pick = getattr(cls, "pick_file", None)
     f = pick(v) if pick is not None else v.files.get(cls.file_kind)
     if f is None:
@@ -329,9 +331,11 @@ def open_backends(bundle_dir: str | os.PathLike, manifest: Manifest, backend: st
     else:
         opened = [cls(resolve_file(bundle_dir, _file_for(cls, v).path), **options) for v in manifest.variants]
     backends = []
+    want = [s.name for s in manifest.inputs]
     for v, be in zip(manifest.variants, opened, strict=True):
-        if getattr(be, "input_name", manifest.inputs[0].name) != manifest.inputs[0].name:
-            raise BundleError(f"variant {v.name!r}: model input is named {be.input_name!r} but the manifest "
-                              f"says {manifest.inputs[0].name!r}; re-export the bundle")
+        got = getattr(be, "input_names", [getattr(be, "input_name", want[0])])
+        if got != want:
+            raise BundleError(f"variant {v.name!r}: model inputs are named {got} but the manifest says {want}; "
+                              "re-export the bundle")
         backends.append(be)
     return backends

@@ -54,7 +54,8 @@ def _trt() -> Any:
 
 def _call(result: Any) -> Any:
     """Unpack cuda-python's ``(err, value...)`` tuples, raising on an error code."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
+    parts: tuple[Any, ...] = result if isinstance(result, tuple) else (result,)
+    err, *rest = parts
     if int(getattr(err, "value", err)) != 0:  # cudaError_t is an enum; 0 is cudaSuccess
         raise ConfigError(f"CUDA runtime error {err}; check the driver and that a GPU is visible")
     return rest[0] if len(rest) == 1 else rest or None

@@ -71,6 +71,7 @@ class TorchBackend:
 
     @classmethod
     def check_available(cls) -> None:
+        """Raise MissingExtraError when torch cannot be imported here."""
         _torch()
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, threads: int | None = None,
@@ -101,7 +102,7 @@ class TorchBackend:
         self.device = "cuda" if dev.type == "cuda" else "cpu"
         self._dev = dev
         self._torch = torch
-        self._graphs: dict[tuple, tuple] = {} if cuda_graphs else None  # shape -> (graph, x_static, outs)
+        self._graphs: dict[tuple, tuple] | None = {} if cuda_graphs else None  # shape -> (graph, x_static, outs)
         self._max_graphs = max_graphs
         self._lock = threading.Lock()
 

@@ -12,6 +12,10 @@ Selection rules (one selector per call; none serves the largest variant):
 
 When nothing fits, :class:`BudgetError` is raised unless ``fallback="smallest"``.
 
+Inputs: a bundle with one input takes a numpy array; one with several (``input_ids`` and
+``attention_mask``) takes ``{name: array}`` with every input the manifest names (checked in Python before
+the call: missing or unknown names and dims that disagree across inputs raise :class:`InputError`).
+
 Speed: selections are cached (budget-only and name-only calls in one dict lookup each), and the input
 is not checked in Python before the call: ONNX Runtime validates dtype, rank and fixed dims in C++,
 and only when a call fails does the engine compare ``x`` with the manifest's input spec to raise an
@@ -33,7 +37,8 @@ import numpy as np
 
 from .backends import Backend, open_backends
 from .budget import FALLBACKS, pick_by_budget
-from .errors import BudgetError, BundleError, ConfigError, InputError, VariantError
+from .errors import BudgetError, ConfigError, VariantError
+from .feeds import check_array, check_feed, example_feed, tile
 from .manifest import Manifest, read_manifest, update_latency
 
 __all__ = ["Engine", "VariantInfo", "load"]
@@ -72,15 +77,13 @@ class Engine:
                  bundle_dir: str | os.PathLike | None = None, threads: int | None = None):
         if len(backends) != len(manifest.variants):
             raise ConfigError(f"need one backend per variant ({len(manifest.variants)}), got {len(backends)}")
-        if len(manifest.inputs) != 1:
-            raise BundleError(f"the bundle declares {len(manifest.inputs)} inputs; engines serve "
-                              "single-input models")
         self.manifest = manifest
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
         self.threads = threads
         self.backend = backends[0].name
         self.device = backends[0].device
         self.latency_key = f"{self.backend}/{self.device}"
+        self.inputs = list(manifest.inputs)
         self.input_spec = manifest.inputs[0]
         self._backends = list(backends)
         self._names = manifest.names
@@ -96,15 +99,18 @@ class Engine:
         self._by_budget: dict[Any, tuple] = {}  # budget (None: largest) -> entry, for the hot path
         self._local = threading.local()
         self._measure_lock = threading.Lock()
-        self._dtype = np.dtype(self.input_spec.dtype)
+        if len(self.inputs) > 1:
+            self._outputs = self._outputs_feed  # type: ignore[method-assign,assignment]  # a dict, checked first
 
     # -- hot path -------------------------------------------------------------------------------------
-    def run(self, x: np.ndarray, *, budget: float | None = None, variant: str | None = None,
-            latency_ms: float | None = None, fallback: str | None = None) -> np.ndarray:
+    def run(self, x: np.ndarray | dict[str, np.ndarray], *, budget: float | None = None,
+            variant: str | None = None, latency_ms: float | None = None,
+            fallback: str | None = None) -> np.ndarray:
         """Run one batch on the selected variant and return its first output.
 
         Args:
-            x: a numpy array matching ``engine.input_spec`` (dtype, rank, fixed dims).
+            x: a numpy array matching ``engine.input_spec`` (dtype, rank, fixed dims); for a bundle with
+                several inputs, ``{name: array}`` with every input of ``engine.inputs``.
             budget: fraction of the largest variant's MACs in (0, 1].
             variant: a variant name.
             latency_ms: p50 latency target at batch 1 for this backend/device.
@@ -115,7 +121,7 @@ class Engine:
 
         Raises:
             BudgetError, VariantError, ConfigError: a bad selector.
-            InputError: ``x`` has the wrong dtype, rank or a wrong fixed dim.
+            InputError: ``x`` has the wrong dtype, rank or a wrong fixed dim; an input is missing or unknown.
         """
         return self._outputs(x, budget, variant, latency_ms, fallback)[0]
 
@@ -137,17 +143,27 @@ class Engine:
         try:
             out = fn(outputs, {key: x}, None)
         except Exception:
+            if isinstance(x, dict):  # {name: array} serves a single-input bundle too
+                return self._outputs_feed(x, budget, variant, latency_ms, fallback)
             self._check_input(x)  # the backend validates in C; say what was wrong in slimkit terms
             raise
         self._local.last = name
         return out
 
-    def run_all(self, x: np.ndarray, *, budget: float | None = None, variant: str | None = None,
+    def _outputs_feed(self, feed: Any, budget: Any, variant: Any, latency_ms: Any, fallback: Any) -> list[np.ndarray]:
+        """:meth:`_outputs` for ``{name: array}`` (every bundle with several inputs): checked, then run."""
+        check_feed(self.inputs, feed)
+        fn, outputs, key, name = self._select_cached(budget, variant, latency_ms, fallback)
+        out = fn(outputs, feed if len(self.inputs) > 1 else {key: feed[self.input_spec.name]}, None)
+        self._local.last = name
+        return out
+
+    def run_all(self, x: np.ndarray | dict[str, np.ndarray], *, budget: float | None = None, variant: str | None = None,
                 latency_ms: float | None = None, fallback: str | None = None) -> list[np.ndarray]:
         """Like :meth:`run` (same selectors and errors), returning every output of the model in order."""
         return self._outputs(x, budget, variant, latency_ms, fallback)
 
-    def run_with_info(self, x: np.ndarray, **selector: Any) -> tuple[np.ndarray, VariantInfo]:
+    def run_with_info(self, x: np.ndarray | dict[str, np.ndarray], **selector: Any) -> tuple[np.ndarray, VariantInfo]:
         """Like :meth:`run`, also returning the :class:`VariantInfo` of the variant that served it."""
         y = self.run(x, **selector)
         return y, self._infos[self._local.last]
@@ -211,7 +227,7 @@ class Engine:
             return best
         if fallback == "smallest":
             return self._names[0]
-        fastest = min(p50, key=p50.get)
+        fastest = min(p50, key=lambda n: p50[n])
         raise BudgetError(
             f"no variant meets latency_ms={latency_ms:g} on {self.latency_key}: the fastest ({fastest}) "
             f"has p50 {p50[fastest]:.4g} ms at batch 1; raise latency_ms or pass fallback='smallest'"
@@ -247,8 +263,9 @@ class Engine:
             batches: batch sizes to time.
             repeats: timed calls per (variant, batch); ``warmup`` untimed calls come first.
             variants: names to time (default all).
-            example: one input sample (batch 1) to tile; needed when a non-batch dim is dynamic and the
-                manifest records no example shape. Default: random data of the manifest's example shape.
+            example: one input sample (batch 1) to tile (``{name: array}`` for several inputs); needed when
+                a non-batch dim is dynamic and the manifest records no example shape. Default: data of the
+                manifest's example shape (:func:`slimkit.runtime.feeds.example_feed`).
             save: also write the results into the bundle's manifest (atomically).
 
         Returns:
@@ -260,7 +277,7 @@ class Engine:
         for n in names:
             if n not in self._entries:
                 raise VariantError(f"no variant named {n!r}; this bundle has {self._names}")
-        sample = self._example(example)
+        sample = example_feed(self.inputs, example)
         results: dict[str, dict[int, dict[str, float]]] = {}
         for n in names:
             fn, outs, key, _ = self._entries[n]
@@ -268,13 +285,14 @@ class Engine:
             for b in batches:
                 if isinstance(b, bool) or not isinstance(b, int) or b < 1:
                     raise ConfigError(f"batch sizes must be positive ints, got {b!r}")
-                x = np.ascontiguousarray(np.repeat(sample, b, axis=0))
+                x = tile(sample, self.inputs, b)
+                feed = x if len(self.inputs) > 1 else {key: x[self.input_spec.name]}
                 for _ in range(warmup):
-                    fn(outs, {key: x}, None)
+                    fn(outs, feed, None)
                 times = np.empty(repeats)
                 for i in range(repeats):
                     t0 = time.perf_counter()
-                    fn(outs, {key: x}, None)
+                    fn(outs, feed, None)
                     times[i] = time.perf_counter() - t0
                 p50, p95 = np.percentile(times * 1e3, [50, 95])
                 results[n][b] = {"p50_ms": float(p50), "p95_ms": float(p95), "repeats": repeats}
@@ -294,32 +312,9 @@ class Engine:
             update_latency(self.bundle_dir, self.latency_key, results, threads=self.threads)
         return results
 
-    def _example(self, example: np.ndarray | None) -> np.ndarray:
-        spec = self.input_spec
-        if example is not None:
-            self._check_input(example)
-            return np.asarray(example)[:1]
-        shape = list(spec.example_shape or spec.shape)
-        shape[0] = 1
-        if any(d is None for d in shape):
-            raise ConfigError(f"the input {spec.describe()} has a dynamic dim besides the batch; pass "
-                              "example= (one sample) to measure_latency so it knows the size to time")
-        rng = np.random.default_rng(0)
-        if np.issubdtype(self._dtype, np.floating):
-            return rng.standard_normal(shape).astype(self._dtype)
-        return np.zeros(shape, dtype=self._dtype)
-
     # -- inputs --------------------------------------------------------------------------------------------
     def _check_input(self, x: Any) -> None:
-        spec = self.input_spec
-        if not isinstance(x, np.ndarray):
-            hint = " (convert a torch tensor with .numpy())" if hasattr(x, "numpy") else ""
-            raise InputError(f"expected a numpy.ndarray {spec.describe()}, got {type(x).__name__}{hint}")
-        ok_shape = len(x.shape) == len(spec.shape) and all(
-            d is None or d == s for d, s in zip(spec.shape, x.shape, strict=False))
-        if x.dtype != self._dtype or not ok_shape:
-            raise InputError(f"expected {spec.describe()}, got {x.dtype} of shape {tuple(x.shape)}"
-                             + (f"; cast with x.astype(np.{spec.dtype})" if ok_shape else ""))
+        check_array(self.input_spec, x)
 
     # -- introspection -------------------------------------------------------------------------------------
     @property
@@ -329,6 +324,7 @@ class Engine:
 
     @property
     def names(self) -> list[str]:
+        """The variants' names, cheapest first."""
         return list(self._names)
 
     def __repr__(self) -> str:
@@ -340,6 +336,8 @@ def _entry(engine: Engine, backend: Backend, name: str) -> tuple:
     call = getattr(backend, "feed_call", None)
     if call is not None and getattr(backend, "checks_inputs", False):
         return (*call, name)
+    if len(engine.inputs) > 1:  # the feed was checked by the engine (check_feed)
+        return (lambda _outputs, feed, _options: backend.run(feed)), None, "x", name
 
     def checked(_outputs: Any, feed: dict, _options: Any) -> list[np.ndarray]:
         engine._check_input(feed["x"])  # this backend does not validate inputs itself

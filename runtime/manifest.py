@@ -23,6 +23,19 @@ share (a nested family: SortedNet widths, boosting stages) are stored once, in o
 ``example_shape`` (optional) is the concrete shape of the export example, used to time latency when a
 dimension other than the batch is dynamic.
 
+**Inputs.** ``inputs`` lists every input the model takes, in the order of its forward's parameters: one
+``"input"`` for a model exported from one tensor, or each by name (``"input_ids"``, ``"attention_mask"``)
+for a model exported from a dict or tuple. ``dim_names`` name the dynamic dims as the exporter found them:
+``"batch"`` (the axis of independent samples, 0 unless the model is fed time-first) and ``"sequence"``
+(recurrent, attention and token models); dims with the same name in several inputs are one dim, and a
+request's inputs must agree on its size (:mod:`slimkit.runtime.feeds`). An engine serving several inputs
+takes ``{name: array}``::
+
+     "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [null, null],
+                 "dim_names": ["batch", "sequence"], "example_shape": [2, 8]},
+                {"name": "attention_mask", "dtype": "int64", "shape": [null, null],
+                 "dim_names": ["batch", "sequence"], "example_shape": [2, 8]}]
+
 **Shared weights** (written by ``export.bundle`` when variants share tensors, see
 :mod:`slimkit.export.sharing`). Without sharing, each ``"onnx"`` file is self-contained, as in every
 bundle before. With it, the ``"onnx"`` graphs keep their own small tensors and read the shared ones as
@@ -68,7 +81,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -95,7 +107,7 @@ __all__ = [
     "FORMAT", "VERSION", "SUPPORTED_VERSIONS", "MANIFEST_NAME",
     "TensorSpec", "FileEntry", "VariantEntry", "Manifest", "TensorRange", "WeightsEntry",
     "read_manifest", "write_manifest", "sha256_file", "update_latency", "check_variant_name",
-    "PRECISIONS", "tensorrt_key", "resolve_file", "atomic_write_text", "replace_directory",
+    "PRECISIONS", "tensorrt_key", "resolve_file", "atomic_write_text",
 ]
 
 
@@ -202,29 +214,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Put the finished directory ``tmp`` at ``target`` (same parent folder), replacing what was there.
-
-    The old ``target`` is renamed aside first and removed only once ``tmp`` is in place; if the second
-    rename fails, the old one is put back. So ``target`` always holds either the old or the new
-    directory, never a mix (a bundle, a Triton model).
-    """
-    tmp, target = Path(tmp), Path(target)
-    if not target.exists():
-        os.replace(tmp, target)
-        return target
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def update_latency(bundle_dir: str | os.PathLike, key: str,

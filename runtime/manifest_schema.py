@@ -59,6 +59,7 @@ class TensorSpec:
         return f"{self.dtype} of shape [{', '.join(dims)}]"
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as manifest JSON (optional keys only when set)."""
         d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
         if self.dim_names is not None:
             d["dim_names"] = list(self.dim_names)
@@ -76,6 +77,7 @@ class FileEntry:
     meta: dict[str, Any] | None = None  # e.g. a TensorRT plan's precision and batch profile
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as manifest JSON."""
         d: dict[str, Any] = {"path": self.path, "sha256": self.sha256}
         if self.meta:
             d["meta"] = self.meta
@@ -128,6 +130,7 @@ class VariantEntry:
     base: str | None = None  # a twin's FP32 variant
 
     def to_dict(self) -> dict[str, Any]:
+        """The variant as manifest JSON (precision and base only on twins)."""
         d = {"name": self.name, "params": self.params, "macs": self.macs, "metrics": self.metrics,
              "config": self.config, "files": {k: f.to_dict() for k, f in self.files.items()},
              "latency": self.latency}
@@ -158,6 +161,7 @@ class Manifest:
 
     @property
     def names(self) -> list[str]:
+        """The variants' names, cheapest first."""
         return [v.name for v in self.variants]
 
     @property
@@ -191,6 +195,7 @@ class Manifest:
                         self.version, rest, self.weights)
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole manifest as JSON-ready data (what ``manifest.json`` holds)."""
         d = {"format": self.format, "version": self.version,
              "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
              "task": self.task, "method": self.method, "source": self.source,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 __all__ = ["Counter", "Gauge", "Histogram", "Registry", "LATENCY_BUCKETS_S", "CONTENT_TYPE"]
 
@@ -46,6 +47,13 @@ class _Family:
     def _head(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    def render(self) -> list[str]:
+        """The family in Prometheus text format."""
+        raise NotImplementedError
+
+
+F = TypeVar("F", bound=_Family)
+
 
 class Counter(_Family):
     """A monotonically increasing count per label tuple."""
@@ -57,9 +65,11 @@ class Counter(_Family):
         self.values: dict[tuple, float] = {}
 
     def inc(self, labels: tuple = (), amount: float = 1.0) -> None:
+        """Add ``amount`` to the series of ``labels``."""
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def render(self) -> list[str]:
+        """The family in Prometheus text format, one line per series."""
         return self._head() + [f"{self.name}{_labels(self.label_names, k)} {_num(v)}"
                                for k, v in sorted(self.values.items())]
 
@@ -78,6 +88,7 @@ class Gauge(Counter):
         self.multiprocess = multiprocess
 
     def set(self, value: float, labels: tuple = ()) -> None:
+        """Set the series of ``labels`` to ``value``."""
         self.values[labels] = float(value)
 
 
@@ -93,6 +104,7 @@ class Histogram(_Family):
         self.series: dict[tuple, list] = {}  # labels -> [per-bucket counts (+Inf last), sum]
 
     def observe(self, value: float, labels: tuple = ()) -> None:
+        """Count ``value`` into its bucket of the series of ``labels``."""
         s = self.series.get(labels)
         if s is None:
             s = self.series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
@@ -100,6 +112,7 @@ class Histogram(_Family):
         s[1] += value
 
     def render(self) -> list[str]:
+        """The family in Prometheus text format: cumulative buckets, sum and count per series."""
         out = self._head()
         for k, (counts, total) in sorted(self.series.items()):
             cum = 0
@@ -115,16 +128,18 @@ class Histogram(_Family):
 class Registry:
     """An ordered set of metric families rendered together for ``GET /metrics``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.families: list[_Family] = []
 
-    def add(self, family: _Family) -> _Family:
+    def add(self, family: F) -> F:
+        """Register ``family`` (names are unique) and return it."""
         if any(f.name == family.name for f in self.families):
             raise ValueError(f"metric {family.name!r} is already registered")
         self.families.append(family)
         return family
 
     def render(self) -> bytes:
+        """Every family in Prometheus text format, as the body of ``GET /metrics``."""
         lines: list[str] = []
         for f in self.families:
             lines.extend(f.render())

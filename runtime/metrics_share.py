@@ -61,7 +61,7 @@ class SharedMetrics:
         for f in self.metrics.registry.families:
             if isinstance(f, Histogram):
                 out[f.name] = [[list(k), counts, total] for k, (counts, total) in f.series.items()]
-            else:
+            elif isinstance(f, Counter):  # and Gauge
                 out[f.name] = [[list(k), v] for k, v in f.values.items()]
         return out
 
@@ -104,29 +104,29 @@ class SharedMetrics:
         for f in self.metrics.registry.families:
             series = {pid: s.get(f.name, []) for pid, s in snaps.items()}
             if isinstance(f, Histogram):
-                out = merged.add(Histogram(f.name, f.help, f.label_names, f.bounds))
+                hist = merged.add(Histogram(f.name, f.help, f.label_names, f.bounds))
                 for rows in series.values():
                     for labels, counts, total in rows:
-                        cur = out.series.setdefault(tuple(labels), [[0] * len(counts), 0.0])
+                        cur = hist.series.setdefault(tuple(labels), [[0] * len(counts), 0.0])
                         cur[0] = [a + b for a, b in zip(cur[0], counts)]
                         cur[1] += total
             elif isinstance(f, Gauge):
                 mode = f.multiprocess
                 names = (*f.label_names, "worker") if mode == "liveall" else f.label_names
-                out = merged.add(Gauge(f.name, f.help, names))
+                gauge = merged.add(Gauge(f.name, f.help, names))
                 for pid, rows in series.items():
                     if pid not in live and mode != "max":
                         continue
                     for labels, v in rows:
                         if mode == "liveall":
-                            out.set(v, (*labels, str(pid)))
+                            gauge.set(v, (*labels, str(pid)))
                         elif mode == "max":
-                            out.set(max(out.values.get(tuple(labels), v), v), tuple(labels))
+                            gauge.set(max(gauge.values.get(tuple(labels), v), v), tuple(labels))
                         else:
-                            out.inc(tuple(labels), v)
+                            gauge.inc(tuple(labels), v)
             else:
-                out = merged.add(Counter(f.name, f.help, f.label_names))
+                counter = merged.add(Counter(f.name, f.help, f.label_names))
                 for rows in series.values():
                     for labels, v in rows:
-                        out.inc(tuple(labels), v)
+                        counter.inc(tuple(labels), v)
         return merged.render()

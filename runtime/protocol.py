@@ -1,6 +1,6 @@
 """The KServe v2 / Triton inference protocol over HTTP: JSON tensors and the binary tensor extension.
 
-Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.server`.
+Pure functions between bytes and numpy (no web framework), used by :mod:`slimkit.runtime.app`.
 
 Protocol: the KServe "Open Inference Protocol" v2 REST API
 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/) and Triton's binary
@@ -11,6 +11,8 @@ tensor data extension (triton-inference-server/server: docs/protocol/extension_b
 * With the binary extension, the header ``Inference-Header-Content-Length: N`` says the first ``N``
   bytes are that JSON, and each input with ``parameters.binary_data_size`` takes its raw little-endian
   row-major bytes, in input order, from the rest of the body.
+* A model with several inputs (``input_ids`` and ``attention_mask``) takes each of them once, by name,
+  in any order; a missing, unknown or repeated input is a 400 that names it and lists the model's inputs.
 * Outputs are binary when the request asks (``outputs[i].parameters.binary_data`` or the request-level
   ``parameters.binary_data_output``); the response then carries the same header and puts the raw
   bytes after its JSON. ``tritonclient.http`` asks for binary outputs by default.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +63,10 @@ class HTTPError(SlimkitError):
 
 @dataclass
 class InferRequest:
-    """A decoded inference request: the input array plus what the response must look like."""
+    """A decoded inference request: the input (an array, or ``{name: array}`` for a model with several
+    inputs) plus what the response must look like."""
 
-    x: np.ndarray
+    x: np.ndarray | dict[str, np.ndarray]
     id: str | None
     selector: dict[str, Any]          # at most one of budget / variant / latency_ms
     outputs: list[tuple[str, bool]] | None  # requested (name, binary); None: all outputs
@@ -90,17 +94,20 @@ def _json(raw: bytes, what: str) -> dict:
     return obj
 
 
-def decode_infer_request(body: bytes, header_length: int | None, spec: TensorSpec) -> InferRequest:
-    """Parse an infer request for a single-input model with input ``spec``.
+def decode_infer_request(body: bytes, header_length: int | None,
+                         spec: TensorSpec | Sequence[TensorSpec]) -> InferRequest:
+    """Parse an infer request for a model with input ``spec`` (or inputs: a list of specs).
 
     Args:
         body: the whole request body.
         header_length: the ``Inference-Header-Content-Length`` value, or None for a pure JSON body.
-        spec: the model input (name, numpy dtype, shape with None for dynamic dims).
+        spec: the model input (name, numpy dtype, shape with None for dynamic dims), or all of its inputs;
+            with more than one, ``InferRequest.x`` is ``{name: array}``.
 
     Raises:
         HTTPError: 400 with a message naming the field, what was received and what is allowed.
     """
+    rest: bytes | memoryview
     if header_length is None:
         header, rest = body, b""
     else:
@@ -116,12 +123,8 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: TensorSpe
     if len(selector) > 1:
         raise _bad(f"pass at most one of {', '.join(SELECTORS)} in the request parameters; got "
                    f"{', '.join(selector)}")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        got = len(inputs) if isinstance(inputs, list) else repr(inputs)[:40]
-        raise _bad(f"'inputs' must list exactly one tensor (this model's {spec.name!r}, {spec.describe()}); "
-                   f"got {got}")
-    x = _decode_tensor(inputs[0], rest, spec)
+    specs = [spec] if isinstance(spec, TensorSpec) else list(spec)
+    x = _decode_inputs(req.get("inputs"), rest, specs)
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise _bad(f"'id' must be a string, got {rid!r}")
@@ -132,12 +135,54 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: TensorSpe
     return InferRequest(x, rid, selector, outputs, binary_default)
 
 
+def _decode_inputs(inputs: Any, rest: Any, specs: list[TensorSpec]) -> np.ndarray | dict[str, np.ndarray]:
+    """The request's tensors: one array for a single-input model, else ``{name: array}`` with every input."""
+    if len(specs) == 1:
+        spec = specs[0]
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            got = len(inputs) if isinstance(inputs, list) else repr(inputs)[:40]
+            raise _bad(f"'inputs' must list exactly one tensor (this model's {spec.name!r}, {spec.describe()}); "
+                       f"got {got}")
+        return _decode_tensor(inputs[0], rest, spec)
+    takes = ", ".join(f"{s.name!r} ({s.describe()})" for s in specs)
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
+        raise _bad(f"'inputs' must list one tensor per model input: {takes}; got {repr(inputs)[:60]}")
+    by_name = {s.name: s for s in specs}
+    names = [t.get("name") for t in inputs]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise _bad(f"unknown input {unknown[0]!r}; this model's inputs are {takes}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise _bad(f"input {repeated[0]!r} is sent twice; send each of {takes} once")
+    missing = [s.name for s in specs if s.name not in names]
+    if missing:
+        raise _bad(f"missing input {missing[0]!r}; this model's inputs are {takes}")
+    # binary inputs take their bytes from the body in request order
+    lengths = [_binary_size(t) for t in inputs]
+    if sum(lengths) != len(rest):
+        raise _bad(f"the inputs declare {sum(lengths)} bytes of binary data (parameters.binary_data_size) but "
+                   f"{len(rest)} bytes follow the inference header")
+    out, start = {}, 0
+    for t, n in zip(inputs, lengths, strict=True):
+        out[t["name"]] = _decode_tensor(t, rest[start:start + n], by_name[t["name"]])
+        start += n
+    return {s.name: out[s.name] for s in specs}
+
+
+def _binary_size(t: dict) -> int:
+    """The bytes input ``t`` takes from the body (0 without a valid ``binary_data_size``)."""
+    p = t.get("parameters") or {}
+    size = p.get("binary_data_size") if isinstance(p, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0
+
+
 def _decode_tensor(t: dict, rest: Any, spec: TensorSpec) -> np.ndarray:
     name, shape, datatype = t.get("name"), t.get("shape"), t.get("datatype")
     if name != spec.name:
         raise _bad(f"unknown input {name!r}; this model's input is {spec.name!r} ({spec.describe()})")
     want = _V2_NAME.get(spec.dtype)
-    if datatype != want:
+    if not isinstance(datatype, str) or datatype != want:
         raise _bad(f"input {name!r} has datatype {datatype!r}; this model takes {want} ({spec.describe()})")
     if (not isinstance(shape, list) or len(shape) != len(spec.shape)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)

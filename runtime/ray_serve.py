@@ -56,6 +56,7 @@ class BundleServer:
         return {"output": y, "variant": self.engine.last}
 
     def variants(self) -> list[str]:
+        """The bundle's variant names, cheapest first."""
         return self.engine.names
 
     async def __call__(self, request: Any) -> Any:
@@ -71,7 +72,7 @@ class BundleServer:
         try:
             length = request.headers.get("inference-header-content-length")
             req = decode_infer_request(await request.body(), int(length) if length else None,
-                                       self.engine.input_spec)
+                                       self.engine.inputs)
             y = self.engine.run(req.x, **req.selector)
             body, header_len = encode_infer_response(self.model_name, req, {self.output_name: y},
                                                      {"variant": self.engine.last})

@@ -28,7 +28,7 @@ class ServeConfig:
         backend: the engine backend (``"onnxruntime"``).
         inline_us: a request that is alone in the server and whose predicted inference time is at
             most this runs on the event loop itself, because a hop to a pool thread costs more than
-            such a model (bench/SERVE_RESULTS.md: 1.3x throughput at concurrency 1); with other
+            such a model (bench/serve/RESULTS.md: 1.3x throughput at concurrency 1); with other
             requests in the server the pool wins, as inference then overlaps their parsing. 0 sends
             every request to the pool.
         share_weights: one copy of the weights for every variant (``runtime.load``'s option; None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from slimkit import export, runtime
 from slimkit.compress import Family, data, evaluate, fit, zoo
-from slimkit.compress.boost import BoostConfig, Booster, _features, boost
+from slimkit.compress.boost import BoostConfig, Booster, boost, head_features
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 OPTS = {"units": 3, "l2": 1.0, "progress": False}
@@ -95,8 +95,8 @@ def test_variants_are_stage_counts_sorted_by_macs(family, teacher):
     macs = [v.macs for v in family]
     assert macs == sorted(macs) and len(set(macs)) == 4
     for t, v in enumerate(family, start=1):
-        assert v.model.head.hidden.out_features == 3 * t and v.config["stages"] == t
-        assert v.config["head"] == "head" and len(v.config["rho"]) == t
+        assert v.model.head.hidden.out_features == 3 * t and v.config["shape"]["stages"] == t
+        assert v.config["shape"]["head"] == "head" and len(v.config["info"]["rho"]) == t
     assert family.select(budget=family["s2"].macs / family.largest.macs).name == "s2"
     assert family.largest.metrics["accuracy"] >= 0.85
     assert family.largest.metrics["train_loss"] < family.smallest.metrics["train_loss"]
@@ -109,9 +109,9 @@ def test_variant_t_is_the_boosted_model_stopped_at_step_t(family, teacher, wine)
     assert not torch.allclose(family["s2"].model(x), family["s4"].model(x), atol=1e-3)
     # the full variant computes F0 + sum of its stages on the teacher's frozen features
     wine.train.generator.manual_seed(0)  # boost re-seeds the train loader with its seed: the same rows, in order
-    train_feats, y = _features(teacher, teacher.head, wine.train)
-    booster = Booster(BoostConfig(**family.largest.config["boost"])).fit(train_feats, y, classes=3)
-    feats, _ = _features(teacher, teacher.head, wine.val)
+    train_feats, y = head_features(teacher, teacher.head, wine.train)
+    booster = Booster(BoostConfig.from_dict(family.largest.config["recipe"])).fit(train_feats, y, classes=3)
+    feats, _ = head_features(teacher, teacher.head, wine.val)
     torch.testing.assert_close(family["s4"].model(x), booster.predict(feats, 4), atol=1e-5, rtol=1e-5)
 
 
@@ -132,7 +132,7 @@ def test_teacher_is_never_modified_and_the_backbone_is_frozen(teacher, wine):
 
 def test_regression_on_a_bare_linear_model(diabetes):
     fam = boost(nn.Linear(10, 1), train=diabetes.train, val=diabetes.val, task="regression", stages=3, **OPTS)
-    assert isinstance(fam.largest.model, nn.Sequential) and fam.largest.config["head"] == ""
+    assert isinstance(fam.largest.model, nn.Sequential) and fam.largest.config["shape"]["head"] == ""
     for split in (diabetes.val, diabetes.test):  # better than the constant F0 (the train mean, 0)
         _, y = split.dataset.tensors
         mse = evaluate(fam.largest.model, split, task="regression")["mse"]
@@ -151,7 +151,7 @@ def test_default_head_is_the_last_linear_that_runs(wine):
             return self.fc_out(self.body(x))
 
     fam = boost(Late(), train=wine.train, stages=1, **OPTS)
-    assert fam.largest.config["head"] == "fc_out" and fam.largest.config["in_features"] == 8
+    assert fam.largest.config["shape"]["head"] == "fc_out" and fam.largest.config["shape"]["in_features"] == 8
 
 
 # -- bad input ----------------------------------------------------------------------------------------------

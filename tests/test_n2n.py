@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimkit.compress import Family, data, fit, graph, n2n, zoo
-from slimkit.compress.n2n import N2NConfig, _Search
+from slimkit.compress.n2n import N2NConfig, Search
 from slimkit.runtime.errors import ConfigError
 
 
@@ -92,7 +92,7 @@ def test_search_returns_a_pareto_family_within_budget(tiny, tmp_path):
     for v in fam:
         assert v.params <= 0.5 * t_params  # the budget is a hard limit
         assert 0.0 <= v.metrics["accuracy"] <= 1.0
-        assert set(v.config) >= {"remove", "channels", "n2n"}
+        assert set(v.config["shape"]) >= {"remove", "channels"} and v.config["method"] == "n2n"
     accs = [v.metrics["accuracy"] for v in fam]
     assert max(accs) > 0.3  # trained students, not noise (chance 0.1)
     for k, v in teacher.state_dict().items():  # the teacher is never modified
@@ -111,7 +111,7 @@ def test_search_returns_a_pareto_family_within_budget(tiny, tmp_path):
 def test_rewards_are_cached_and_invalid_students_score_minus_one(tiny):
     splits, teacher = tiny
     x = splits.example_input
-    search = _Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0), progress=False)
+    search = Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0), progress=False)
     arch = {"remove": search.analysis.units[:1], "channels": {}}
     first = search.score(arch)
     assert search.score(arch) is first  # cached by architecture
@@ -124,7 +124,7 @@ def test_budget_fill_uses_exact_channel_counts_and_the_uniform_anchor_comes_firs
     splits, teacher = tiny
     x = splits.example_input
     cfg = N2NConfig(epochs=0, budget={"params": 0.2}, ratios=(0.25, 0.5, 1.0))
-    search = _Search(teacher, x, splits.train, splits.val, cfg, progress=False)
+    search = Search(teacher, x, splits.train, splits.val, cfg, progress=False)
     coarse = search._project([], None)  # projection alone: multiples of 8, far under the budget
     filled = search.fit_budget([], None)
     assert search.fits(filled) and search.cost_of(filled)["params"] > search.cost_of(coarse)["params"]
@@ -138,7 +138,7 @@ def test_budget_fill_uses_exact_channel_counts_and_the_uniform_anchor_comes_firs
     shaped = search.fit_budget([], [0] + [2] * (len(search.analysis.groups) - 1))
     first = search.analysis.groups[0]
     assert shaped["channels"][first.root] < filled["channels"][first.root] and search.fits(shaped)
-    plain = _Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0, budget={"params": 0.2},
+    plain = Search(teacher, x, splits.train, splits.val, N2NConfig(epochs=0, budget={"params": 0.2},
                     ratios=(0.25, 0.5, 1.0), fill=False), progress=False)
     assert plain.fit_budget([], None) == coarse
     with pytest.raises(ConfigError, match="rerank must be an int"):
@@ -153,7 +153,7 @@ def test_rerank_final_trains_the_top_students_by_search_reward(tiny):
     accs = [v.metrics["accuracy"] for v in fam]
     assert accs == sorted(accs) and len(set(accs)) == len(accs)  # a Pareto set by final val accuracy
     for v in fam:
-        assert v.params <= 0.3 * fam.source["params"] and v.config["search_reward"] > 0
+        assert v.params <= 0.3 * fam.source["params"] and v.config["info"]["search_reward"] > 0
 
 
 def test_bad_input_raises_clear_errors(tiny):
@@ -193,7 +193,7 @@ def test_measured_onnxruntime_latency_can_be_the_cost(tiny):
     fam = n2n(teacher, train=splits.train, val=splits.val, cost=measure, budget={"params": 0.6}, iterations=1,
               rollouts=1, epochs=0, final_epochs=1, progress=False)
     for v in fam:
-        assert v.config["n2n"]["cost"] == "latency" and v.params <= 0.6 * fam.source["params"]
+        assert v.config["recipe"]["cost"] == "latency" and v.params <= 0.6 * fam.source["params"]
     with pytest.raises(ConfigError, match="keys must be in"):
         n2n(teacher, train=splits.train, val=splits.val, budget={"latency": 0.5}, iterations=1, progress=False)
 
@@ -220,7 +220,7 @@ def test_default_policy_settings_learn_a_clear_signal_in_24_updates():
     # benchmark-sized removal stage: 4 units, 5 rollouts per update, rewards ~0.6 with +-0.1 effects and
     # noise. At the old policy_lr 3e-3 the mean p(keep) was 0.36 / 0.70 after 24 updates (0.50 / 0.51 after
     # 8): the search sampled like random search. bench/_n2n_policy_move.py prints the whole table.
-    from slimkit.compress.n2n import _trainer
+    from slimkit.compress.n2n import make_trainer
     from slimkit.policies import N_FEATURES, RemovalPolicy
 
     keep = []
@@ -228,7 +228,7 @@ def test_default_policy_settings_learn_a_clear_signal_in_24_updates():
         torch.manual_seed(seed)
         gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
         policy = RemovalPolicy(N_FEATURES, init_keep=0.5)
-        trainer = _trainer(policy, N2NConfig())
+        trainer = make_trainer(policy, N2NConfig())
         table, forced = rng.random((4, N_FEATURES)).astype(np.float32), np.zeros(4, bool)
         for _ in range(24):
             rolls = [policy.sample(table, forced, generator=gen) for _ in range(5)]

@@ -120,7 +120,8 @@ def test_pinned_dynamic_dim_is_detected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", pinning_export)
     model = nn.Sequential(nn.Linear(16, 4))
-    with pytest.raises(ExportError, match=r"input dim 0 \('batch'\).*pinned it to size 1"):
+    # a batch-1 example is traced at batch 2 (torch.export would specialise a size-1 dim)
+    with pytest.raises(ExportError, match=r"input dim 0 \('batch'\).*pinned it to size 2"):
         to_onnx(model, torch.randn(1, 16), tmp_path / "p.onnx")
     assert list(tmp_path.iterdir()) == []
 
@@ -133,7 +134,7 @@ def test_check_dynamic_dims_on_a_static_file(tmp_path):
 
 
 def test_parity_mismatch_reports_the_error(tmp_path):
-    with pytest.raises(ExportError, match=r"differs from PyTorch at input shape \(2, 4\): max abs error"):
+    with pytest.raises(ExportError, match=r"differs from PyTorch at input shape \(3, 4\): max abs error"):
         to_onnx(Noisy(), torch.randn(1, 4), tmp_path / "n.onnx")
     assert list(tmp_path.iterdir()) == []  # no file, no temp file
 
@@ -151,7 +152,7 @@ def test_bad_arguments(tmp_path):
         to_onnx(model, torch.randn(1, 4), tmp_path / "a.onnx", dynamic_dims={2: "x"})
     with pytest.raises(ConfigError, match="identifier"):
         to_onnx(model, torch.randn(1, 4), tmp_path / "a.onnx", dynamic_dims={1: "a b"})
-    with pytest.raises(ConfigError, match="one torch.Tensor"):
+    with pytest.raises(ConfigError, match="a tensor, a tuple of tensors or a dict"):
         to_onnx(model, np.zeros((1, 4), np.float32), tmp_path / "a.onnx")
     with pytest.raises(ConfigError, match="nn.Module"):
         to_onnx(lambda x: x, torch.randn(1, 4), tmp_path / "a.onnx")

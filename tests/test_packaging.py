@@ -36,3 +36,25 @@ def test_console_script_is_installed(tmp_path):
     assert r.returncode == 0
     for verb in ("demo", "inspect", "bench"):
         assert verb in r.stdout
+
+
+def test_the_built_wheel_ships_every_subpackage(tmp_path):
+    """setup.py finds the packages: every folder with an __init__.py below the four code folders ships."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(root / name, src / name)
+    folders = ("compress", "export", "policies", "runtime")
+    for folder in folders:
+        shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
+                        "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("slimkit-*.whl")
+    shipped = {n.rsplit("/", 1)[0] for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/__init__.py")}
+    on_disk = {"slimkit/" + str(p.parent.relative_to(root)) for f in folders for p in (root / f).rglob("__init__.py")}
+    assert on_disk <= shipped and "slimkit/compress/sortednet" in shipped, sorted(on_disk - shipped)

@@ -13,9 +13,9 @@ from torch import nn
 from slimkit.compress import data, fit, zoo
 from slimkit.compress.family import Family
 from slimkit.compress.snnk import snnk
-from slimkit.compress.snnk_blocks import SNNKBlock, find_blocks, init_from_weights
-from slimkit.compress.snnk_features import RandomFeatures, arccos_kernel
-from slimkit.compress.snnk_fit import POOL_SEED_OFFSET
+from slimkit.compress.snnk.blocks import SNNKBlock, find_blocks, init_from_weights
+from slimkit.compress.snnk.features import RandomFeatures, arccos_kernel
+from slimkit.compress.snnk.fit import POOL_SEED_OFFSET
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 # -- estimators ---------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_bundled_block_from_weights_approximates_a_cos_block():
 @pytest.mark.parametrize("kind,f", [("exp", torch.exp), ("cos", torch.cos)])
 def test_two_layer_bundle_from_weights_converges(kind, f):
     """The paper's bundling: Theta = W_out Psi_2(W_2 Psi_1(W_1, b_1), b_2) on phi_2(phi_1(x))."""
-    from slimkit.compress.snnk_blocks import calibrate_scales
+    from slimkit.compress.snnk.blocks import calibrate_scales
 
     torch.manual_seed(0)
     l1, l2, l3 = nn.Linear(6, 10), nn.Linear(10, 8), nn.Linear(8, 3)
@@ -175,11 +175,11 @@ def test_closed_form_fits_blocks_and_error_falls_with_m(mlp_teacher, mnist_small
                mode="closed_form", progress=False)
     assert fam.names == ["m8", "m32", "m128"] and fam.method == "snnk"
     assert all(torch.equal(before[k], v) for k, v in mlp_teacher.state_dict().items())  # teacher untouched
-    rel = [v.config["closed_form"]["body.2..head"]["train_mse"] / v.config["closed_form"]["body.2..head"]["target_var"]
+    rel = [v.config["info"]["closed_form"]["body.2..head"]["train_mse"] / v.config["info"]["closed_form"]["body.2..head"]["target_var"]
            for v in fam]
     assert rel[0] > rel[1] > rel[2] and rel[2] < 0.2, rel
     # the block shrinks: theta (10 x m) + bias replaces 64*64+64 + 64*10+10 parameters
-    assert [v.config["block_params"] for v in fam] == [10 * m + 10 for m in (8, 32, 128)]
+    assert [v.config["info"]["block_params"] for v in fam] == [10 * m + 10 for m in (8, 32, 128)]
     assert fam.source["block_params"] == 64 * 64 + 64 + 64 * 10 + 10
     teacher_acc = fam.source["metrics"]["accuracy"]
     assert fam.largest.metrics["accuracy"] > teacher_acc - 0.1
@@ -190,9 +190,9 @@ def test_closed_form_fits_blocks_and_error_falls_with_m(mlp_teacher, mnist_small
 def test_pool_keeps_the_candidate_features_that_fit_best(mlp_teacher, mnist_small):
     fams = {pool: snnk(mlp_teacher, train=mnist_small.train, features=(16, 32), mode="closed_form", pool=pool,
                        progress=False) for pool in (1, 4)}
-    assert fams[1].largest.config["snnk"]["pool"] == 1
+    assert fams[1].largest.config["recipe"]["pool"] == 1
     for m in (16, 32):
-        cf = {pool: fam[f"m{m}"].config["closed_form"]["body.2..head"] for pool, fam in fams.items()}
+        cf = {pool: fam[f"m{m}"].config["info"]["closed_form"]["body.2..head"] for pool, fam in fams.items()}
         rel = {pool: c["train_mse"] / c["target_var"] for pool, c in cf.items()}
         assert rel[4] < 0.9 * rel[1], rel  # m chosen among 4m candidates fit the block better than m drawn
         kept = cf[4]["selected"]
@@ -203,14 +203,14 @@ def test_pool_keeps_the_candidate_features_that_fit_best(mlp_teacher, mnist_smal
         assert torch.equal(phi.proj, cand.proj[kept])
     # closed form defaults to pool=2; distillation from the weights keeps the first draw
     assert snnk(mlp_teacher, train=mnist_small.train, features=8, mode="closed_form", progress=False
-                ).largest.config["snnk"]["pool"] == 2
+                ).largest.config["recipe"]["pool"] == 2
 
 
 def test_distill_mode_starts_from_weights_and_trains(mlp_teacher, mnist_small):
     fam = snnk(mlp_teacher, train=mnist_small.train, val=mnist_small.val, features=32, kind="relu",
                mode="distill", epochs=2, progress=False, targets="body.0..body.2")
     v = fam.largest
-    assert list(v.config["snnk"]["targets"]) == ["body.0..body.2"]
+    assert list(v.config["recipe"]["targets"]) == ["body.0..body.2"]
     blk = v.model.get_submodule("body.0")
     assert isinstance(blk, SNNKBlock) and blk.theta.shape == (64, 32)
     assert v.metrics["accuracy"] > 0.2
@@ -243,7 +243,7 @@ def test_transformer_ffns_save_load_roundtrip(tmp_path):
     model = zoo.build("transformer", d_model=16, num_heads=2, ffn_dim=32, num_layers=2)
     fam = snnk(model, train=splits.train, features=(4, 8), kind="sin", mode="closed_form", progress=False,
                calibration_batches=3)
-    assert [b["name"] for b in fam.largest.config["blocks"]] == ["blocks.0.ffn", "blocks.1.ffn"]
+    assert [b["name"] for b in fam.largest.config["shape"]["blocks"]] == ["blocks.0.ffn", "blocks.1.ffn"]
     fam.save(tmp_path / "fam")
     back = Family.load(tmp_path / "fam")  # a zoo model: rebuilt without the user's help
     x = splits.example_input
@@ -294,7 +294,7 @@ def test_filter_targets_receive_the_block_module(mlp_teacher, mnist_small):
     assert seen == [("body.0..body.2", "Sequential"), ("body.0..head", "MLP"), ("body.2..head", "Sequential")]
     blk = fam.largest.model  # the model itself was the chain: the variant is one bundled block
     assert isinstance(blk, SNNKBlock) and len(blk.features) == 2  # two hidden layers: a two-map input tower
-    assert math.isfinite(fam.largest.config["closed_form"]["body.0..head"]["train_mse"])
+    assert math.isfinite(fam.largest.config["info"]["closed_form"]["body.0..head"]["train_mse"])
 
 
 def test_regression_task_on_a_sklearn_table():

@@ -11,13 +11,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from matrix import Counting
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from slimkit.compress import data, zoo
 from slimkit.compress.family import Family
 from slimkit.compress.sparse_rnn import SparseRNNConfig, sparse_rnn
-from slimkit.compress.sparse_rnn_graph import graph_masks, make_graph
-from slimkit.compress.sparse_rnn_masks import (
+from slimkit.compress.sparse_rnn.masks import (
     Masks,
     cubic_schedule,
     magnitude_masks,
@@ -25,7 +26,8 @@ from slimkit.compress.sparse_rnn_masks import (
     sparsity_of,
     unit_masks,
 )
-from slimkit.compress.sparse_rnn_shrink import find_consumers, shrink_units
+from slimkit.compress.sparse_rnn.random_graphs import graph_masks, make_graph
+from slimkit.compress.sparse_rnn.shrink import find_consumers, shrink_units
 from slimkit.runtime.errors import ConfigError, UnsupportedModelError
 
 CELLS = {"rnn_tanh": lambda **kw: nn.RNN(nonlinearity="tanh", **kw), "rnn_relu": lambda **kw: nn.RNN(nonlinearity="relu", **kw),
@@ -190,12 +192,12 @@ def test_sparse_rnn_end_to_end(seq_splits, tmp_path, schedule, scope):
                      schedule=schedule, scope=scope, epochs=1, progress=False)
     assert fam.method == "sparse_rnn" and set(fam.names) == {"s0.50", "s0.90"}
     for v in fam:
-        s = v.config["sparsity"]
+        s = v.config["shape"]["sparsity"]
         assert v.metrics["sparsity"] == pytest.approx(s, abs=0.01)
         assert sparsity_of(v.model, recurrent_weights(v.model)) == pytest.approx(s, abs=0.01)
         assert v.params == int(v.metrics["nonzero_params"]) < fam.source["params"]
         assert v.metrics["compressed_bytes"] < fam.source["metrics"]["compressed_bytes"]
-        assert v.config["sparse_rnn"]["schedule"] == schedule and 0 <= v.metrics["accuracy"] <= 1
+        assert v.config["recipe"]["schedule"] == schedule and 0 <= v.metrics["accuracy"] <= 1
     assert fam["s0.90"].params < fam["s0.50"].params
     assert model.rnn.weight_hh_l0.count_nonzero() == model.rnn.weight_hh_l0.numel()  # input untouched
     loaded = Family.load(fam.save(tmp_path / "fam"))  # a zoo model: rebuilt without the user's help
@@ -282,6 +284,11 @@ def test_structured_refuses_a_normalisation_after_the_rnn():
             return self.head(self.norm(self.rnn(x)[0][:, -1]))
 
     model = Normed().eval()
+    seen = Counting(TensorDataset(torch.randn(32, 5, 2), torch.randint(0, 3, (32,))))
+    with pytest.raises(UnsupportedModelError, match="cannot remove hidden units of rnn: .*does not keep zeros"):
+        sparse_rnn(model, train=DataLoader(seen, batch_size=8), sparsities=(0.5,), structured=True, epochs=2,
+                   progress=False)
+    assert seen.served <= 8  # refused before fine-tuning, not after
     masks_, kept = unit_masks(model, 0.5)
     Masks(model, list(masks_)).set(masks_)
     with pytest.raises(UnsupportedModelError, match="does not keep zeros.*structured=False"):
@@ -317,11 +324,11 @@ def test_graph_variants_report_properties(seq_splits):
     fam = sparse_rnn(model, train=seq_splits.train, val=seq_splits.val, sparsities=(0.7,), graph="watts_strogatz",
                      epochs=1, progress=False)
     v = fam["s0.70"]
-    assert v.config["sparse_rnn"]["schedule"] == "oneshot" and len(v.config["graphs"]) == 1
+    assert v.config["recipe"]["schedule"] == "oneshot" and len(v.config["info"]["graphs"]) == 1
     for key in ("graph_avg_degree", "graph_clustering", "graph_path_length", "graph_density"):
         assert key in v.metrics
     mask = v.model.rnn.weight_hh_l0 != 0
-    assert (int(mask[:20, :20].sum()) - 20) // 2 <= v.config["graphs"][0]["edges"]  # zeros only where no edge
+    assert (int(mask[:20, :20].sum()) - 20) // 2 <= v.config["info"]["graphs"][0]["edges"]  # zeros only where no edge
 
 
 def test_barabasi_albert_density_limit():
@@ -413,7 +420,7 @@ def test_bad_input(seq_splits):
         sparse_rnn(model, graph="watts_strogatz", structured=True, **kw)
     with pytest.raises(ConfigError, match="weights="):
         SparseRNNConfig(weights=("xh",))
-    with pytest.raises(ConfigError, match=r"unknown options \['learning_rate'\]; options are .*'lr'"):
+    with pytest.raises(ConfigError, match=r"unknown options \['learning_rate'\]; valid ones: .*'lr'"):
         sparse_rnn(model, learning_rate=0.1, **kw)
 
 
