@@ -158,7 +158,8 @@ class TorchBackend:
         from .shared_weights import SliceIndex
 
         torch = _torch()
-        index, roots, views, modules = SliceIndex(), {}, [], {}
+        index, views, modules = SliceIndex(), [], {}
+        roots: dict[tuple[str, str], Any] = {}
         for v in reversed(manifest.variants):  # largest first: its tensors become the roots
             f = v.files.get(cls.file_kind)
             if f is None:

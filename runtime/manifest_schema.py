@@ -95,9 +95,11 @@ class TensorRange:
 
     @property
     def nbytes(self) -> int:
+        """The tensor's size in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
     def to_str(self) -> str:
+        """The manifest's form, ``"float32[16,8,3]@4096"``."""
         return f"{self.dtype}[{','.join(map(str, self.shape))}]@{self.offset}"
 
 
@@ -111,6 +113,7 @@ class WeightsEntry:
     tensors: dict[str, TensorRange]
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``"weights"`` record."""
         return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes,
                 "tensors": {k: t.to_str() for k, t in self.tensors.items()}}
 
@@ -365,7 +368,7 @@ def _weights(x: object, where: str) -> WeightsEntry:
             ok = found is not None and np.dtype(found[1]).name == found[1]
         except TypeError:
             ok = False
-        if not ok:
+        if not ok or found is None:
             raise BundleError(f"{at}: expected '<numpy dtype>[<dims>]@<byte offset>', e.g. 'float32[16,8]@4096', "
                               f"got {t!r}")
         shape = tuple(int(s) for s in found[2].split(",")) if found[2] else ()

@@ -55,6 +55,7 @@ class SliceIndex:
         return None
 
     def add(self, key: Hashable, root: np.ndarray) -> None:
+        """Index ``root`` under ``key``: later tensors that are leading slices of it find ``key``."""
         self._buckets.setdefault(self._key(root), []).append((key, root))
 
 
@@ -100,7 +101,7 @@ def read_weights(bundle_dir: str | os.PathLike, weights: WeightsEntry) -> np.nda
     start = -raw.ctypes.data % ALIGN
     buf = raw[start:start + size]
     with open(path, "rb") as f:
-        if f.readinto(memoryview(buf)) != size:
+        if f.readinto(buf.data) != size:
             raise BundleError(f"could not read all of {weights.path!r}; check the file")
     buf.flags.writeable = False
     return buf
