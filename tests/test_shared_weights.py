@@ -273,3 +273,59 @@ def test_serve_and_the_cli_take_share_weights(mlp_bundles, capsys):
 
     assert main(["serve", "--help"]) == 0
     assert "--share-weights" in capsys.readouterr().out
+
+
+# -- several inputs, dynamic sequence ---------------------------------------------------------------------
+
+
+class TokenNet(nn.Module):
+    """``input_ids`` + ``attention_mask`` -> masked mean of a per-token MLP -> 3 logits (batch and
+    sequence dynamic, found from the model)."""
+
+    def __init__(self, hidden: int, big: TokenNet | None = None):
+        super().__init__()
+        self.emb, self.fc, self.head = nn.Embedding(50, 32), nn.Linear(32, hidden), nn.Linear(hidden, 3)
+        if big is not None:  # a width of big: leading slices of its tensors
+            with torch.no_grad():
+                for name, t in self.state_dict().items():
+                    t.copy_(big.state_dict()[name][tuple(slice(0, s) for s in t.shape)])
+
+    def forward(self, input_ids, attention_mask=None):  # the default lets Variant.measure count MACs on ids
+        mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).float()
+        h = torch.relu(self.fc(self.emb(input_ids))) * mask
+        return self.head(h.sum(1) / mask.sum(1).clamp(min=1.0))
+
+
+def _tokens(batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((batch, length)) < 0.8).astype(np.int64)
+    mask[:, 0] = 1
+    return {"input_ids": rng.integers(0, 50, (batch, length)), "attention_mask": mask}
+
+
+def test_a_multi_input_family_with_a_dynamic_sequence_shares_its_weights(tmp_path):
+    torch.manual_seed(0)
+    big = TokenNet(256).eval()
+    models = {"h128": TokenNet(128, big).eval(), "h256": big}
+    example = {k: torch.from_numpy(v) for k, v in _tokens(2, 8, seed=0).items()}
+    fam = Family([Variant.measure(n, m, example["input_ids"]) for n, m in models.items()], method="test",
+                 example_input=example["input_ids"])
+    shared = export.bundle(fam, example, tmp_path / "shared")
+    separate = export.bundle(fam, example, tmp_path / "separate", share_weights=False)
+    m = read_manifest(shared)
+    assert [s.name for s in m.inputs] == ["input_ids", "attention_mask"]
+    assert all(s.dim_names == ("batch", "sequence") for s in m.inputs)
+    assert m.weights is not None and all("weights" in v.files for v in m.variants)
+    assert "onnx_shared" in m.variant("h256").files  # the 32x256 layer reads its pieces in share_weights
+    ref = runtime.load(separate, threads=1)
+    engines = [runtime.load(shared, threads=1), runtime.load(shared, threads=1, share_weights=True)]
+    for batch, length in ((1, 5), (3, 11)):  # neither is the export example's (2, 8)
+        feed = _tokens(batch, length, seed=batch)
+        for name, model in models.items():
+            with torch.no_grad():
+                want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+            np.testing.assert_allclose(ref.run(feed, variant=name), want, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(engines[0].run(feed, variant=name), ref.run(feed, variant=name))
+            np.testing.assert_allclose(engines[1].run(feed, variant=name), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(BundleError, match="torch_export"):  # no torch.export programs for several inputs
+        runtime.load(shared, backend="torch", share_weights=True)
