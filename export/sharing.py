@@ -19,7 +19,7 @@ named after its bytes (``shared.<root>.<block>.<rows>``), so equal names mean eq
 variant. A member made of one piece is replaced by that piece; a member made of several becomes a tree of
 ``Concat`` nodes over its pieces whose output takes the member's name. onnxruntime folds those
 ``Concat`` nodes into one initializer when a session is created, so the graph it runs is the one it ran
-before (bench/SHARED_WEIGHTS_RESULTS.md times both).
+before (bench/shared_weights/RESULTS.md times both).
 
 :func:`share_weights` is what ``export.bundle`` calls; the table it returns goes into the manifest
 (``"weights"``, see :mod:`slimkit.runtime.manifest`) so the runtime can hand every session views of one

@@ -22,7 +22,7 @@ input), which onnxruntime never folds, fuses or pre-packs, so the caller's buffe
 the variant's own tensors are optimised as usual.
 
 The split layers cost more than whole ones, so this graph is only used in that mode;
-bench/SHARED_WEIGHTS_RESULTS.md measures by how much. A variant with nothing to split gets no such
+bench/shared_weights/RESULTS.md measures by how much. A variant with nothing to split gets no such
 graph: ``share_weights=True`` then runs its usual graph with pre-packing and folding turned off.
 """
 

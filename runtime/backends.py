@@ -234,7 +234,7 @@ class OnnxRuntimeBackend:
 
         Each variant runs its ``"onnx_shared"`` graph, whose shared tensors are overridable initializers
         given as views of that buffer: onnxruntime neither copies, folds nor pre-packs them, so the
-        weights are resident once (bench/SHARED_WEIGHTS_RESULTS.md measures the memory and the cost).
+        weights are resident once (bench/shared_weights/RESULTS.md measures the memory and the cost).
         A variant without one runs its usual graph ``in_place`` (see the class). All sessions take
         activation memory from one arena (``shared_arena``).
         A bundle without a weights file has nothing to share: it loads as usual, with a warning.

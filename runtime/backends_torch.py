@@ -67,7 +67,7 @@ class TorchBackend:
     name: ClassVar[str] = "torch"
     file_kind: ClassVar[str] = "torch_export"
     checks_inputs: ClassVar[bool] = False
-    share_weights_default: ClassVar[bool] = True  # views cost no measurable time (bench/SHARED_WEIGHTS_RESULTS.md)
+    share_weights_default: ClassVar[bool] = True  # views cost no measurable time (bench/shared_weights/RESULTS.md)
 
     @classmethod
     def check_available(cls) -> None:

@@ -364,7 +364,7 @@ def load(bundle_dir: str | os.PathLike, backend: str = "onnxruntime", threads: i
             views of one buffer, the torch backend views of one state dict. ``None`` (default) takes
             the faster mode of the backend: on onnxruntime a copy per variant (sharing costs 1.1x-1.5x
             latency there: the layers read their weights in pieces, not pre-packed), on torch one copy
-            (views cost no measurable time). bench/SHARED_WEIGHTS_RESULTS.md has both figures.
+            (views cost no measurable time). bench/shared_weights/RESULTS.md has both figures.
         options: further backend options, e.g. ``device="cuda", cuda_graphs=True`` for ``"torch"``.
 
     Raises:

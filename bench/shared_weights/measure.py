@@ -1,19 +1,22 @@
 """Bytes, latency ratios and switching cost of shared bundles, each against its baseline in the same run.
 
-Latency is timed the house way (bench/_speed.py): candidate and baseline run in many short rounds, the
+Latency is timed the house way (bench/speed.py): candidate and baseline run in many short rounds, the
 order alternating every round, so a stall on this shared machine hits both alike; a figure is the median
-over rounds of the per-round ratio (quartiles kept). GC is off while timing.
+over rounds of the per-round ratio (quartiles kept), with the row's fixed counts. GC is off while timing.
 """
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from bench.core import Measurement, Timing
+from bench.speed import measurements, ratio_summary, repeat, timed
+
+__all__ = ["disk", "int8_twins", "sample", "latency", "switching", "same_graph_at_run_time"]
 
 
 def _files(bundle: Path) -> dict[str, int]:
@@ -58,86 +61,63 @@ def int8_twins(bundle: Path) -> dict:
             "bytes_read_from_weights_file": sum(shared.values()), "shared_tensors": len(shared)}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, calls: int) -> dict[str, np.ndarray]:
-    """Seconds per call of each ``fn``, one figure per round; the order reverses every round."""
-    names = list(fns)
-    for n in names:
-        for _ in range(max(2, calls // 4)):
-            fns[n]()
-    per = {n: np.empty(rounds) for n in names}
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            for n in (names if r % 2 == 0 else names[::-1]):
-                f = fns[n]
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    f()
-                per[n][r] = (time.perf_counter() - t0) / calls
-    finally:
-        if enabled:
-            gc.enable()
-    return per
-
-
-def ratio(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
-    r = candidate / baseline
-    q1, med, q3 = np.percentile(r, [25, 50, 75])
-    return {"median": float(med), "q1": float(q1), "q3": float(q3), "rounds": len(r),
-            "baseline_ms": float(np.median(baseline) * 1e3), "candidate_ms": float(np.median(candidate) * 1e3)}
-
-
 def sample(engine, batch: int) -> np.ndarray:
+    """``batch`` copies of one random input of the engine's example shape."""
     spec = engine.input_spec
     shape = list(spec.example_shape or spec.shape)
     x = np.random.default_rng(0).standard_normal([1, *shape[1:]]).astype(spec.dtype)
     return np.ascontiguousarray(np.repeat(x, batch, axis=0))
 
 
-def latency(candidate, baseline, *, batches: tuple[int, ...], budget_s: float, rounds: int) -> dict:
-    """Per variant and batch, ``candidate`` engine over ``baseline`` engine (same variant names), after
-    checking that both give the same outputs (up to float rounding)."""
+def _ratio(per: dict[str, np.ndarray], candidate: str, baseline: str) -> dict:
+    return {**ratio_summary(per[candidate], per[baseline]), "baseline_ms": float(np.median(per[baseline]) * 1e3),
+            "candidate_ms": float(np.median(per[candidate]) * 1e3)}
+
+
+def latency(candidate, baseline, timing: Mapping[int, tuple[str, Timing]], *, label: str, group: str
+            ) -> tuple[dict, list[Measurement]]:
+    """Per batch and variant, ``candidate`` engine over ``baseline`` engine (same variant names), after
+    checking that both give the same outputs (up to float rounding); ``timing`` maps each batch to the
+    row's ``(timing name, Timing)``. Returns the figures and their pytest-benchmark measurements."""
     out: dict[str, dict] = {}
-    for b in batches:
+    ms: list[Measurement] = []
+    for b, (key, t) in timing.items():
         x = sample(baseline, b)
         for name in baseline.names:
             ref, got = baseline.run(x, variant=name), candidate.run(x, variant=name)
             if not np.allclose(ref, got, rtol=1e-4, atol=1e-5):
                 raise AssertionError(f"{name} at batch {b}: outputs differ by {np.abs(ref - got).max():.3g}")
-            t0 = time.perf_counter()
-            baseline.run(x, variant=name)
-            calls = max(1, int(budget_s / rounds / 2 / max(time.perf_counter() - t0, 1e-6)))
-            per = interleaved({"base": partial(baseline.run, x, variant=name),
-                               "cand": partial(candidate.run, x, variant=name)}, rounds=rounds, calls=calls)
-            out.setdefault(str(b), {})[name] = {**ratio(per["cand"], per["base"]), "calls": calls}
-    return out
+            per = timed({"separate": repeat(partial(baseline.run, x, variant=name)),
+                         label: repeat(partial(candidate.run, x, variant=name))}, t)
+            out.setdefault(str(b), {})[name] = {**_ratio(per, label, "separate"), "calls": t.iterations}
+            ms += measurements(per, group=f"{group}-{label}-b{b}-{name}", calls=t.iterations, timing=key,
+                               baseline="separate", extra={"variant": name, "batch": b, "threads": 1})
+    return out, ms
 
 
-def switching(engine, *, batches: tuple[int, ...], budget_s: float, rounds: int) -> dict:
-    """Every call on the next variant versus the same calls grouped variant by variant (equal shares)."""
-    names, out = engine.names, {}
-    for b in batches:
+def switching(engine, timing: Mapping[int, tuple[str, Timing]], *, label: str, group: str
+              ) -> tuple[dict, list[Measurement]]:
+    """Every call on the next variant (``cycle``) versus the same calls grouped variant by variant
+    (``stay``, the baseline; equal shares); one timed call is one call per variant."""
+    names, out, ms = engine.names, {}, []
+    for b, (key, t) in timing.items():
         x = sample(engine, b)
-        t0 = time.perf_counter()
-        for n in names:
-            engine.run(x, variant=n)
-        per_cycle = max(time.perf_counter() - t0, 1e-6)
-        cycles = max(2, int(budget_s / rounds / 2 / per_cycle))
 
-        def stay(x=x, cycles=cycles) -> None:
-            for n in names:
-                for _ in range(cycles):
-                    engine.run(x, variant=n)
+        def stay(n: int, x=x) -> None:
+            for v in names:
+                for _ in range(n):
+                    engine.run(x, variant=v)
 
-        def cycle(x=x, cycles=cycles) -> None:
-            for _ in range(cycles):
-                for n in names:
-                    engine.run(x, variant=n)
+        def cycle(n: int, x=x) -> None:
+            for _ in range(n):
+                for v in names:
+                    engine.run(x, variant=v)
 
-        per = interleaved({"stay": stay, "cycle": cycle}, rounds=rounds, calls=1)
-        out[str(b)] = {**ratio(per["cycle"], per["stay"]), "cycles": cycles}
-    return out
+        per = timed({"stay": stay, "cycle": cycle}, t)
+        out[str(b)] = {**_ratio(per, "cycle", "stay"), "cycles": t.iterations}
+        ms += measurements(per, group=f"{group}-switch-{label}-b{b}", calls=t.iterations, timing=key,
+                           baseline="stay", extra={"batch": b, "threads": 1, "variants": len(names)})
+    return out, ms
 
 
 def same_graph_at_run_time(dirs: dict[str, Path]) -> dict[str, bool]:

@@ -21,7 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+__all__ = ["MODES", "engine", "main", "measure"]
+
 MODES = ("copies", "shared", "inplace", "views_packed")
+ROOT = Path(__file__).resolve().parents[2]  # the repository root, where `python -m bench...` runs
 
 
 def _rss() -> dict[str, int]:
@@ -77,7 +80,7 @@ def main(argv: list[str]) -> None:
 def measure(bundle: Path, backend: str, mode: str) -> dict:
     """Run :func:`main` in a fresh interpreter (from the repository root) and return its figures."""
     done = subprocess.run([sys.executable, "-m", "bench.shared_weights.memory", str(bundle), backend, mode],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"memory run {bundle} {backend} {mode} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,6 +1,8 @@
-"""bench/SHARED_WEIGHTS_RESULTS.md from the results JSON of ``python -m bench.shared_weights``."""
+"""bench/shared_weights/RESULTS.md from the rows' ``results.json`` alone (it measures nothing)."""
 
 from __future__ import annotations
+
+__all__ = ["targets", "render"]
 
 KIB = 1024
 
@@ -18,12 +20,13 @@ def _mem_ratio(mem: dict, mode: str, key: str = "VmRSS", at: str = "kib_batch1")
     return mem[mode][at][key] / mem["largest_alone"][at][key]
 
 
-def targets(name: str, f: dict) -> list[str]:
+def targets(f: dict) -> list[tuple[str, str, str, bool]]:
+    """``(measure, target, measured, met)`` for one family's figures (issue 16's targets)."""
     lat, mem, sw = f["latency_vs_separate"], f["memory"], f["switching"]
     rows = []
 
     def row(what: str, target: str, value: str, ok: bool) -> None:
-        rows.append(f"| {name} | {what} | {target} | {value} | {'yes' if ok else '**no**'} |")
+        rows.append((what, target, value, ok))
 
     d = f["disk"]["shared"]["ratio_to_largest"]
     row("bundle bytes / largest variant's own ONNX file", "<= 1.1x", f"{d:.3f}x", d <= 1.1)
@@ -83,17 +86,21 @@ def _memory_table(f: dict) -> list[str]:
 
 
 def render(results: dict) -> str:
+    """The Markdown report of ``results`` (the content of results.json)."""
     fams = results["families"]
-    load = results.get("load_average")
+    commands = sorted({f.get("command", results["command"]) for f in fams.values()})
+    loads = [f"{n} {f['load_average']['start']:.1f} -> {f['load_average']['end']:.1f}" for n, f in fams.items()
+             if "load_average" in f]
     lines = ["# One copy of the weights for a nested family (issue 16)", "",
-             f"Command: `{results['command']}` (one intra-op thread everywhere; latency ratios are medians of "
-             "interleaved rounds, quartiles in brackets, baseline p50 after them). The machine has 2 cores shared "
-             "with other work" + (f"; 1-minute load average {load['start']:.1f} at the start, {load['end']:.1f} "
-                                  "at the end" if load else "") + ", so single latency cells scatter by about "
+             "Command: " + ", ".join(f"`{c}`" for c in commands) + " (one intra-op thread everywhere; latency ratios "
+             "are medians of interleaved rounds, quartiles in brackets, baseline p50 after them). The machine has 2 "
+             "cores shared with other work" + (f" (1-minute load average at a row's start and end: {', '.join(loads)})"
+                                               if loads else "") + ", so single latency cells scatter by about "
              "+-10%: read the rows, not one cell.", "",
              "## Targets", "", "| family | measure | target | measured | met |", "| --- | --- | --- | --- | --- |"]
     for name, f in fams.items():
-        lines += targets(name, f)
+        lines += [f"| {name} | {what} | {target} | {value} | {'yes' if ok else '**no**'} |"
+                  for what, target, value, ok in targets(f)]
     for name, f in fams.items():
         d = f["disk"]
         lines += ["", f"## {name}: {f['what']}", "",
@@ -152,7 +159,7 @@ NOTES = """\
   between 1.81x and 1.01x, and after batch-64 calls between 2.32x and 1.08x, because the sessions also
   share one activation arena.
 * **Switching** every call costs the demo family (35-125 us per call) 5-10% in every mode, about what
-  bench/RESULTS.md measured for the default engine (1.05x): a session's own state goes cold while the
+  bench/sortednet/RESULTS.md measured for the default engine (1.05x): a session's own state goes cold while the
   others run, whatever the weights. With 12.7 MB of weights (BERT-style) `share_weights` switches for
   free (1.01x / 1.00x) while a copy per variant costs 1.05x-1.10x at batch 1.
 """
