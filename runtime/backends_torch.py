@@ -163,8 +163,11 @@ class TorchBackend:
         for v in reversed(manifest.variants):  # largest first: its tensors become the roots
             f = v.files.get(cls.file_kind)
             if f is None:
+                inputs = [s.name for s in manifest.inputs]
                 raise BundleError(f"variant {v.name!r} has no {cls.file_kind!r} file (has {sorted(v.files)}); "
-                                  "re-export with export.bundle(..., torch_export=True)")
+                                  + ("re-export with export.bundle(..., torch_export=True)" if len(inputs) == 1 else
+                                     f"the torch backend serves single-input models and this one takes {inputs}: "
+                                     "load it with the onnxruntime backend"))
             modules[v.name] = _load_program(resolve_file(bundle_dir, f.path))
             views += _alias(modules[v.name], v.name, index, roots)
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")

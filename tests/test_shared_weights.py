@@ -327,5 +327,8 @@ def test_a_multi_input_family_with_a_dynamic_sequence_shares_its_weights(tmp_pat
             np.testing.assert_allclose(ref.run(feed, variant=name), want, rtol=1e-4, atol=1e-5)
             np.testing.assert_array_equal(engines[0].run(feed, variant=name), ref.run(feed, variant=name))
             np.testing.assert_allclose(engines[1].run(feed, variant=name), want, rtol=1e-4, atol=1e-5)
-    with pytest.raises(BundleError, match="torch_export"):  # no torch.export programs for several inputs
-        runtime.load(shared, backend="torch", share_weights=True)
+    for share in (True, False):  # no torch.export programs for several inputs, said either way
+        with pytest.raises(BundleError, match="torch_export"):
+            runtime.load(shared, backend="torch", share_weights=share)
+    with pytest.raises(BundleError, match="single-input models .* onnxruntime backend"):
+        runtime.load(shared, backend="torch")
